@@ -27,9 +27,9 @@ pub use error::{Error, Result, Secret};
 pub use exec::{ExecOutput, ExecProcess, ExecRequest, ExitStatus, OutputChunk, OutputStream};
 pub use harness::{AgentEvent, AgentHarness, AgentTurn, HarnessContext, PromptRequest};
 pub use labels::{LabelSelector, Labels};
-// pub use manifest::Manifest;
+pub use manifest::Manifest;
 pub use network::{LocalNetwork, NetworkProvider};
-// pub use orchestrator::Orchestrator;
+pub use orchestrator::Orchestrator;
 pub use phase::{EventSink, LaunchEvent, Phase};
 pub use policy::AccessPolicy;
 pub use sandbox::{

@@ -1,4 +1,5 @@
-//! Readiness probes and helpers shared by the startup plan.
+//! The startup plan: its executor ([`run_plan`]), readiness probes and helpers shared
+//! with the seeders and the repository clone.
 
 use std::time::Duration;
 
@@ -7,6 +8,32 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::exec::{shell_quote, ExecRequest};
 use crate::sandbox::{SandboxName, SandboxProvider, SandboxProviderExt};
+
+mod run;
+mod task;
+#[cfg(test)]
+pub(crate) mod testing;
+
+pub use run::{run_plan, PlanReport, TaskTiming};
+pub(crate) use task::exec_combined;
+
+/// Folder inside the sandbox that contains the combined stdout and stderr of every
+/// step and service, one `NAME.log` file each (see [`log_file`]).
+pub const LOG_DIR: &str = "/var/log/ken";
+
+/// Folder inside the sandbox for Ken's runtime state. The pid of each service is in
+/// `services/NAME.pid` (see [`pid_file`]).
+pub const RUN_DIR: &str = "/run/ken";
+
+/// Returns the path of the log file of the step or service `task` inside the sandbox.
+pub fn log_file(task: &str) -> String {
+    format!("{LOG_DIR}/{task}.log")
+}
+
+/// Returns the path of the pid file of the service `service` inside the sandbox.
+pub fn pid_file(service: &str) -> String {
+    format!("{RUN_DIR}/services/{service}.pid")
+}
 
 /// A readiness check, run inside the sandbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -26,6 +26,14 @@ const TAIL_LINES: usize = 30;
 /// sandbox.
 const BUNDLE_NAME: &str = "repository.bundle";
 
+/// Removes `$KEN_WORKDIR` when it holds only empty folders. The sandbox's working
+/// directory can lie inside the clone, and the engine creates it empty before the
+/// clone exists, which would make `git clone` refuse the destination.
+const CLEAR_EMPTY_WORKDIR: &str = r#"cd /
+if [ -d "$KEN_WORKDIR" ] && [ -z "$(find "$KEN_WORKDIR" -mindepth 1 ! -type d -print -quit)" ]; then rm -rf -- "$KEN_WORKDIR"; fi
+command -v git >/dev/null || { echo "git is not installed in the image; add it to the Dockerfile (for Debian: RUN apt-get update && apt-get install -y git)" >&2; exit 127; }
+"#;
+
 /// Clones the bundle in `$KEN_BUNDLE_DIR` into `$KEN_WORKDIR`, checking out
 /// `$KEN_BRANCH` (or the bundle's detached `HEAD` when it is empty). It then removes
 /// the `origin` remote, which points at the bundle, and the bundle's folder.
@@ -347,7 +355,7 @@ impl PreparedRepository {
             .upload(sandbox.name(), &folder, upload)
             .await?;
 
-        let request = ExecRequest::shell(CLONE_BUNDLE)
+        let request = ExecRequest::shell(format!("{CLEAR_EMPTY_WORKDIR}{CLONE_BUNDLE}"))
             .env("KEN_BUNDLE_DIR", folder)
             .env("KEN_BRANCH", branch.unwrap_or_default())
             .env("KEN_WORKDIR", &self.workdir)
@@ -371,7 +379,7 @@ impl PreparedRepository {
         } else {
             CLONE_URL
         };
-        let mut request = ExecRequest::shell(script)
+        let mut request = ExecRequest::shell(format!("{CLEAR_EMPTY_WORKDIR}{script}"))
             .env("KEN_REPOSITORY_URL", url.as_str())
             .env("KEN_BRANCH", branch.unwrap_or_default())
             .env("KEN_WORKDIR", &self.workdir)

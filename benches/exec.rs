@@ -1,3 +1,4 @@
+#![allow(missing_docs)] // criterion_group! generates an undocumented public function.
 //! Exec round trip: `true` run through the Docker provider against `docker exec` of
 //! the same command in the same container, in the same run.
 //!
@@ -12,7 +13,7 @@ use ken::{EventSink, ExecRequest, ImageSpec, Labels, SandboxName, SandboxProvide
 
 fn exec_round_trip(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let provider = Arc::new(runtime.block_on(async { DockerProvider::connect() }).expect("Docker engine; run scripts/docker-up.sh"));
+    let provider = Arc::new(runtime.block_on(DockerProvider::connect()).expect("Docker engine; run scripts/docker-up.sh"));
     let name = SandboxName::new(format!("bench-exec-{}", std::process::id())).unwrap();
     let container = runtime.block_on(create_sandbox(provider.as_ref(), &name));
 
@@ -69,5 +70,9 @@ async fn create_sandbox(provider: &DockerProvider, name: &SandboxName) -> String
     provider.create(&spec).await.expect("create").id
 }
 
-criterion_group!(benches, exec_round_trip);
+criterion_group! {
+    name = benches;
+    config = Criterion::default();
+    targets = exec_round_trip
+}
 criterion_main!(benches);

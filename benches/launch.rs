@@ -1,3 +1,4 @@
+#![allow(missing_docs)] // criterion_group! generates an undocumented public function.
 //! Launch to ready of the demo project with a cached image: Ken's orchestrator
 //! against `benches/baseline/launch-demo.sh`, which does the same steps one by one
 //! with the docker CLI, in the same run.
@@ -18,7 +19,7 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 fn launch_to_ready(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let provider = Arc::new(DockerProvider::connect().expect("Docker engine; run scripts/docker-up.sh"));
+    let provider = Arc::new(runtime.block_on(DockerProvider::connect()).expect("Docker engine; run scripts/docker-up.sh"));
     let manifest = Manifest::load(Path::new(ROOT).join("examples/demo-app/ken.toml")).expect("demo manifest");
     let orchestrator = Orchestrator::builder(provider.clone()).owner("bench").build();
 
@@ -61,5 +62,9 @@ fn launch_to_ready(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, launch_to_ready);
+criterion_group! {
+    name = benches;
+    config = Criterion::default();
+    targets = launch_to_ready
+}
 criterion_main!(benches);

@@ -14,7 +14,7 @@ use crate::exec::{OutputChunk, OutputStream, ProcessKiller};
 use crate::labels::Labels;
 use crate::manifest::Manifest;
 use crate::network::{Attachment, ReapReport};
-use crate::sandbox::{Capabilities, ImageRef, ImageSpec, Resource, SandboxSpec, SandboxState};
+use crate::sandbox::{Capabilities, ImageRef, ImageSpec, Resource, ResourceKind, SandboxSpec, SandboxState};
 
 mockall::mock! {
     pub Provider {}
@@ -515,4 +515,118 @@ async fn secrets_stay_out_of_logs_errors_and_debug() {
     assert!(!printed.contains(VALUE), "secret in error:\n{printed}");
     assert!(!debug.is_empty());
     assert!(!debug.contains(VALUE), "secret in Debug:\n{debug}");
+}
+
+/// A sandbox for the garbage collection tests, with `extra` labels.
+fn gc_sandbox(name: &str, extra: &[(&str, String)]) -> SandboxInfo {
+    let name = SandboxName::new(name).unwrap();
+    let mut sandbox = info(&name);
+    sandbox.labels = Labels::for_sandbox(name.as_str(), "tester", Duration::from_secs(3600));
+    for (key, value) in extra {
+        sandbox.labels.insert(*key, value.clone());
+    }
+    sandbox
+}
+
+fn resource(kind: ResourceKind, id: &str, sandbox: Option<&str>, cache: bool) -> Resource {
+    let mut labels = Labels::new();
+    labels.insert(labels::MANAGED_BY, labels::MANAGED_BY_VALUE);
+    if let Some(sandbox) = sandbox {
+        labels.insert(labels::SANDBOX, sandbox);
+    }
+    if cache {
+        labels.insert(labels::CACHE, "true");
+    }
+    Resource {
+        kind,
+        id: id.to_owned(),
+        labels,
+    }
+}
+
+/// A provider holding: `ready` (launched, marker present), `expired` (past its time to
+/// live), `abandoned` (no marker, launcher dead), `starting` (no marker, launcher
+/// alive), an orphaned volume, a cached image and the shared network.
+fn gc_provider(removed: &Destroyed) -> MockProvider {
+    let past = (labels::unix_now() - 10).to_string();
+    let dead_launcher = {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        format!("{}/{pid}/1", host.trim())
+    };
+    let sandboxes = vec![
+        gc_sandbox("ready", &[]),
+        gc_sandbox("expired", &[(labels::EXPIRES_AT, past)]),
+        gc_sandbox("abandoned", &[(labels::LAUNCHER, dead_launcher)]),
+        gc_sandbox("starting", &[(labels::LAUNCHER, launcher::current())]),
+    ];
+    let resources = vec![
+        resource(ResourceKind::Volume, "vol-of-gone", Some("gone"), false),
+        resource(ResourceKind::Volume, "vol-of-ready", Some("ready"), false),
+        resource(ResourceKind::Image, "cached-image", Some("gone"), true),
+        resource(ResourceKind::Network, "ken-sandboxes", None, false),
+    ];
+
+    let mut provider = MockProvider::new();
+    provider.expect_name().return_const("mock".to_owned());
+    provider.expect_capabilities().returning(|| Capabilities::none().with_isolation(true));
+    let listed = sandboxes.clone();
+    provider.expect_list().returning(move |_| Ok(listed.clone()));
+    provider.expect_resources().returning(move |_| Ok(resources.clone()));
+    let by_name = sandboxes.clone();
+    provider.expect_get().returning(move |name| {
+        by_name
+            .iter()
+            .find(|s| &s.name == name)
+            .cloned()
+            .ok_or_else(|| Error::NotFound { kind: "sandbox", name: name.to_string() })
+    });
+    provider.expect_exec().returning(|sandbox, request| {
+        let reads_marker = request.command.iter().any(|a| a.ends_with("ready.json"));
+        if reads_marker && sandbox.as_str() == "ready" {
+            Ok(finished(0, r#"{"ready_at":1,"phases":[],"seed_fingerprint":null}"#))
+        } else {
+            Ok(finished(1, ""))
+        }
+    });
+    let log = removed.clone();
+    provider.expect_destroy().returning(move |name| {
+        log.0.lock().unwrap().push(format!("sandbox {name}"));
+        Ok(())
+    });
+    let log = removed.clone();
+    provider.expect_remove_resource().returning(move |resource| {
+        log.0.lock().unwrap().push(format!("{} {}", resource.kind, resource.id));
+        Ok(())
+    });
+    provider
+}
+
+#[tokio::test]
+async fn gc_removes_expired_abandoned_and_orphans() {
+    let removed = Destroyed::default();
+    let orchestrator = Orchestrator::builder(Arc::new(gc_provider(&removed))).build();
+
+    let report = orchestrator.gc(false).await.unwrap();
+    let mut names = removed.names();
+    names.sort();
+    assert_eq!(names, ["sandbox abandoned", "sandbox expired", "volume vol-of-gone"]);
+    let reasons: Vec<(String, GcReason)> = report.items.iter().map(|i| (i.id.clone(), i.reason)).collect();
+    assert!(reasons.contains(&("expired".into(), GcReason::Expired)));
+    assert!(reasons.contains(&("abandoned".into(), GcReason::Abandoned)));
+    assert!(reasons.contains(&("vol-of-gone".into(), GcReason::Orphaned)));
+    assert_eq!(report.items.len(), 3);
+}
+
+#[tokio::test]
+async fn gc_dry_run_removes_nothing() {
+    let removed = Destroyed::default();
+    let orchestrator = Orchestrator::builder(Arc::new(gc_provider(&removed))).build();
+
+    let report = orchestrator.gc(true).await.unwrap();
+    assert!(report.dry_run);
+    assert_eq!(report.items.len(), 3);
+    assert!(removed.names().is_empty(), "{:?}", removed.names());
 }

@@ -21,7 +21,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manifest_path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo-app/ken.toml");
     let manifest = Manifest::load(manifest_path)?;
 
-    let provider = Arc::new(DockerProvider::connect()?);
+    let provider = Arc::new(DockerProvider::connect().await?);
     let events = EventSink::new(|event| match event {
         LaunchEvent::PhaseFinished { phase, duration, detail } => {
             eprintln!("{phase:>10} {:>7.1?} {}", duration, detail.unwrap_or_default());

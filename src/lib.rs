@@ -15,7 +15,7 @@
 //! use ken::{Manifest, Orchestrator};
 //! use ken::orchestrator::LaunchOptions;
 //!
-//! let provider = Arc::new(ken::docker::DockerProvider::connect()?);
+//! let provider = Arc::new(ken::docker::DockerProvider::connect().await?);
 //! let orchestrator = Orchestrator::builder(provider).build();
 //! let manifest = Manifest::load("examples/demo-app/ken.toml")?;
 //! let launched = orchestrator.launch(&manifest, LaunchOptions::default()).await?;

@@ -488,23 +488,50 @@ impl Orchestrator {
     }
 }
 
-/// Waits until a TCP connection to the endpoint's host and port succeeds.
+/// Waits until the endpoint answers from the host: an HTTP status line for `http`
+/// endpoints, an accepted connection for the others.
+///
+/// A TCP connection alone proves little for HTTP: Docker's port proxy accepts
+/// connections on a published port even when nothing listens inside the sandbox.
 async fn wait_for_endpoint(endpoint: &Endpoint, timeout: Duration) -> Result<()> {
-    let host = endpoint.url.host_str().unwrap_or("127.0.0.1").to_owned();
-    let port = endpoint.url.port_or_known_default().unwrap_or(80);
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let attempt = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect((host.as_str(), port))).await;
-        match attempt {
-            Ok(Ok(_)) => return Ok(()),
-            _ if tokio::time::Instant::now() >= deadline => {
-                return Err(Error::Timeout {
-                    operation: format!("connecting to endpoint {} ({})", endpoint.name, endpoint.url),
-                    after: timeout,
-                });
-            }
-            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        let last_error = match tokio::time::timeout(Duration::from_secs(3), probe_endpoint(endpoint)).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => "no answer within 3s".to_owned(),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(endpoint = %endpoint.url, error = %last_error, "endpoint did not answer");
+            return Err(Error::Timeout {
+                operation: format!(
+                    "waiting for endpoint {} ({}) to answer (last error: {last_error})",
+                    endpoint.name, endpoint.url
+                ),
+                after: timeout,
+            });
         }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn probe_endpoint(endpoint: &Endpoint) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let host = endpoint.url.host_str().unwrap_or("127.0.0.1").to_owned();
+    let port = endpoint.url.port_or_known_default().unwrap_or(80);
+    let mut stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+    if endpoint.url.scheme() != "http" {
+        return Ok(());
+    }
+    let request = format!("GET / HTTP/1.0\r\nHost: {host}:{port}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut head = [0u8; 5];
+    stream.read_exact(&mut head).await?;
+    if &head == b"HTTP/" {
+        Ok(())
+    } else {
+        Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "the answer is not HTTP"))
     }
 }
 

@@ -142,7 +142,7 @@ impl From<String> for Stdin {
     }
 }
 
-/// Which output stream a chunk came from.
+/// The output stream a chunk came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputStream {
     /// Standard output.
@@ -160,7 +160,7 @@ pub struct OutputChunk {
     pub bytes: Bytes,
 }
 
-/// How a process ended.
+/// The way a process ended: exit code, timeout or kill.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ExitStatus {
     /// The exit code, or `None` when the backend could not tell (for example after
@@ -202,7 +202,7 @@ pub struct ExecOutput {
     pub stdout: Bytes,
     /// Everything written to standard error.
     pub stderr: Bytes,
-    /// How the process ended.
+    /// The process's exit status.
     pub status: ExitStatus,
 }
 
@@ -269,7 +269,7 @@ impl fmt::Debug for KillHandle {
 ///
 /// Read its output with [`next_chunk`](Self::next_chunk), or collect everything with
 /// [`output`](Self::output). Output is buffered by the provider only up to a bound,
-/// so a process that writes a lot waits until somebody reads; it never deadlocks and
+/// so a process that writes a lot waits until its output is read; it never deadlocks and
 /// no byte is lost. Dropping the `ExecProcess` does not kill the process; call
 /// [`kill`](Self::kill) for that.
 pub struct ExecProcess {

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::error::{Result, Secret};
 use crate::sandbox::{Endpoint, Sandbox};
 
-/// What a harness needs to know to start inside a sandbox.
+/// The settings a harness starts with inside a sandbox.
 #[derive(Debug, Clone, Default)]
 pub struct HarnessContext {
     /// The project directory inside the sandbox (the clone, or a folder of it).
@@ -71,11 +71,11 @@ pub enum AgentEvent {
         /// Path of the file, relative to the project when possible.
         path: String,
     },
-    /// The agent asks for a permission.
+    /// The agent requests a permission.
     PermissionRequested {
         /// The request's id.
         id: String,
-        /// What is asked for.
+        /// The permission requested.
         permission: String,
     },
     /// A non-fatal error reported by the agent.
@@ -133,7 +133,7 @@ pub trait AgentHarness: Send + Sync + fmt::Debug {
     /// Returns the Dockerfile lines that install the agent in an image.
     fn image_lines(&self) -> Vec<String>;
 
-    /// Starts the agent inside the sandbox and waits until it answers. Returns the
+    /// Starts the agent inside the sandbox and waits until it responds. Returns the
     /// endpoints it offers (a web UI, an API), with their credentials.
     async fn start(&self, sandbox: &Sandbox, context: &HarnessContext) -> Result<Vec<Endpoint>>;
 

@@ -76,7 +76,7 @@ pub struct ImageConfig {
     pub host_ca: Option<bool>,
 }
 
-/// Where the repository comes from.
+/// The source of the repository.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RepositorySource {
     /// A local git repository: its committed history is sent as a bundle.
@@ -88,7 +88,7 @@ pub enum RepositorySource {
 /// The `[repository]` table.
 #[derive(Debug, Clone)]
 pub struct RepositoryConfig {
-    /// Where to clone from.
+    /// The source to clone from.
     pub source: RepositorySource,
     /// Branch to check out; the current branch (path) or the remote's default (URL)
     /// when `None`.
@@ -170,7 +170,7 @@ pub enum SeedConfig {
 /// A `[network]` or `[harness]` table: a `kind` and the settings its backend reads.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExtensionConfig {
-    /// Which backend, for example `local`, `tailscale` or `opencode`.
+    /// The backend's name, for example `local`, `tailscale` or `opencode`.
     pub kind: String,
     /// The remaining keys, validated by the backend.
     pub settings: toml::Table,
@@ -222,7 +222,7 @@ impl Manifest {
     }
 
     /// Returns the image definition: the Dockerfile (with the host's CA bundle added
-    /// when `host_ca` asks for it or, by default, when the host has one) and its
+    /// when `host_ca` is true or, by default, when the host has one) and its
     /// context, labelled as a cached Ken image.
     pub fn image_spec(&self) -> Result<ImageSpec> {
         let dockerfile = std::fs::read_to_string(&self.image.dockerfile).map_err(|e| {

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::policy::{AccessPolicy, Principal};
 use crate::sandbox::{Endpoint, PortSpec, Sandbox, SandboxInfo};
 
-/// How a sandbox was joined to a network.
+/// The record of a sandbox joined to a network.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Attachment {
     /// The network provider's name.
@@ -22,7 +22,7 @@ pub struct Attachment {
     pub device_id: Option<String>,
 }
 
-/// What [`NetworkProvider::reap`] removed or would remove.
+/// The result of [`NetworkProvider::reap`]: what it removed or would remove.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ReapReport {
     /// Human-readable descriptions of what was removed.

@@ -46,9 +46,9 @@ pub enum Action {
 /// One rule: traffic from `source` to `destination` is allowed or denied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Rule {
-    /// Who opens the connection.
+    /// The party that opens the connection.
     pub source: Principal,
-    /// Who receives it.
+    /// The party that receives it.
     pub destination: Principal,
     /// Whether it is allowed.
     pub action: Action,

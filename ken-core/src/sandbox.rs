@@ -78,7 +78,7 @@ impl std::str::FromStr for SandboxName {
     }
 }
 
-/// What to build an image from.
+/// The definition of an image to build.
 #[derive(Debug, Clone)]
 pub struct ImageSpec {
     /// Contents of the Dockerfile, after Ken's own additions (see [`crate::image`]).
@@ -172,7 +172,7 @@ impl fmt::Display for SandboxState {
     }
 }
 
-/// What a provider knows about a sandbox.
+/// A provider's description of a sandbox.
 #[derive(Debug, Clone, Serialize)]
 pub struct SandboxInfo {
     /// The provider's id for it, for example a container id.
@@ -217,7 +217,7 @@ pub struct Endpoint {
 /// Something a provider made, found by its labels.
 #[derive(Debug, Clone, Serialize)]
 pub struct Resource {
-    /// What kind of resource it is.
+    /// The resource's kind.
     pub kind: ResourceKind,
     /// The provider's id for it.
     pub id: String,
@@ -251,7 +251,7 @@ impl fmt::Display for ResourceKind {
     }
 }
 
-/// What a provider can do. Calls outside these return [`Error::Unsupported`].
+/// The operations a provider supports. Other calls return [`Error::Unsupported`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Capabilities {
@@ -331,7 +331,7 @@ impl Capabilities {
 /// - Calls outside [`capabilities`](Self::capabilities) return
 ///   [`Error::Unsupported`] naming the operation and the provider.
 /// - Exec output is bytes; a provider buffers only a bounded amount and never loses
-///   output because nobody read it yet.
+///   output that was not read yet.
 #[async_trait]
 pub trait SandboxProvider: Send + Sync + fmt::Debug {
     /// Returns the provider's short name, for example `docker`.

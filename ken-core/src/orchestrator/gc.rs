@@ -8,7 +8,7 @@ use crate::labels::{self, LabelSelector};
 use crate::network::ReapReport;
 use crate::sandbox::{Resource, ResourceKind, Sandbox, SandboxInfo, SandboxName, SandboxState};
 
-/// Why garbage collection removes a resource.
+/// The reason garbage collection removes a resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GcReason {
@@ -24,13 +24,13 @@ pub enum GcReason {
 /// One resource garbage collection removed, or would remove in a dry run.
 #[derive(Debug, Clone, Serialize)]
 pub struct GcItem {
-    /// What kind of resource.
+    /// The resource's kind.
     pub kind: ResourceKind,
     /// The provider's id, or the sandbox name for sandboxes.
     pub id: String,
     /// The sandbox it belongs to.
     pub sandbox: Option<String>,
-    /// Why it goes.
+    /// The reason it is removed.
     pub reason: GcReason,
     /// The error, when removing it failed.
     pub error: Option<String>,
@@ -43,7 +43,7 @@ pub struct GcReport {
     pub dry_run: bool,
     /// Resources removed (or to remove).
     pub items: Vec<GcItem>,
-    /// What the network removed (or would remove).
+    /// The network's own report.
     pub network: ReapReport,
 }
 

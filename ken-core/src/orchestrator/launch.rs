@@ -163,7 +163,7 @@ impl Orchestrator {
     ///
     /// Everything is validated before the first resource is made. When a phase fails,
     /// or the returned future is dropped, everything made so far is removed in
-    /// reverse order; the error names the phase and, for startup steps, the step and
+    /// reverse order. The error names the phase and, for startup steps, the step and
     /// the tail of its log. After dropping the future, call
     /// [`wait_for_teardowns`](Orchestrator::wait_for_teardowns) before exiting.
     pub async fn launch(&self, manifest: &Manifest, options: LaunchOptions) -> Result<Launched> {
@@ -327,7 +327,7 @@ impl Orchestrator {
             Ok(info) => info,
             Err(error) => {
                 if error.is_already_exists() {
-                    // The sandbox of that name is somebody else's: leave it alone.
+                    // A sandbox of that name belongs to another launch, so leave it alone.
                     guard.sandbox_made = false;
                 }
                 return Err(error);
@@ -488,7 +488,7 @@ impl Orchestrator {
     }
 }
 
-/// Waits until the endpoint answers from the host: an HTTP status line for `http`
+/// Waits until the endpoint responds to the host: an HTTP status line for `http`
 /// endpoints, an accepted connection for the others.
 ///
 /// A TCP connection alone proves little for HTTP: Docker's port proxy accepts
@@ -499,13 +499,13 @@ async fn wait_for_endpoint(endpoint: &Endpoint, timeout: Duration) -> Result<()>
         let last_error = match tokio::time::timeout(Duration::from_secs(3), probe_endpoint(endpoint)).await {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(error)) => error.to_string(),
-            Err(_) => "no answer within 3s".to_owned(),
+            Err(_) => "no response within 3s".to_owned(),
         };
         if tokio::time::Instant::now() >= deadline {
-            tracing::warn!(endpoint = %endpoint.url, error = %last_error, "endpoint did not answer");
+            tracing::warn!(endpoint = %endpoint.url, error = %last_error, "endpoint did not respond");
             return Err(Error::Timeout {
                 operation: format!(
-                    "waiting for endpoint {} ({}) to answer (last error: {last_error})",
+                    "waiting for endpoint {} ({}) to respond (last error: {last_error})",
                     endpoint.name, endpoint.url
                 ),
                 after: timeout,
@@ -531,7 +531,7 @@ async fn probe_endpoint(endpoint: &Endpoint) -> std::io::Result<()> {
     if &head == b"HTTP/" {
         Ok(())
     } else {
-        Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "the answer is not HTTP"))
+        Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "the response is not HTTP"))
     }
 }
 

@@ -114,7 +114,7 @@ impl OrchestratorBuilder {
 /// A sandbox as `ken list` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct SandboxSummary {
-    /// What the provider reports.
+    /// The provider's description of the sandbox.
     #[serde(flatten)]
     pub info: SandboxInfo,
     /// True once the launch finished and marked the sandbox ready.

@@ -69,7 +69,7 @@ impl ProcessKiller for NoKill {
     }
 }
 
-/// An exec that already finished with `code` and printed `stdout`.
+/// Builds an exec that already finished with `code` after printing `stdout`.
 fn finished(code: i64, stdout: &str) -> ExecProcess {
     let chunk = OutputChunk {
         stream: OutputStream::Stdout,
@@ -83,7 +83,7 @@ fn finished(code: i64, stdout: &str) -> ExecProcess {
     )
 }
 
-/// An exec that never ends.
+/// Builds an exec that never ends.
 fn hanging() -> ExecProcess {
     ExecProcess::new(
         futures::stream::pending().boxed(),
@@ -134,8 +134,8 @@ impl Destroyed {
     }
 }
 
-/// A provider whose every call succeeds unless the test overrides it: exec runs
-/// `exec_result` on the request.
+/// Builds a provider whose every call succeeds. Its exec returns what
+/// `exec_result` makes of the request.
 fn provider_with(
     destroyed: &Destroyed,
     exec_result: impl Fn(&ExecRequest) -> ExecProcess + Send + Sync + 'static,
@@ -517,7 +517,7 @@ async fn secrets_stay_out_of_logs_errors_and_debug() {
     assert!(!debug.contains(VALUE), "secret in Debug:\n{debug}");
 }
 
-/// A sandbox for the garbage collection tests, with `extra` labels.
+/// Builds a sandbox for the garbage collection tests, with `extra` labels.
 fn gc_sandbox(name: &str, extra: &[(&str, String)]) -> SandboxInfo {
     let name = SandboxName::new(name).unwrap();
     let mut sandbox = info(&name);
@@ -544,7 +544,7 @@ fn resource(kind: ResourceKind, id: &str, sandbox: Option<&str>, cache: bool) ->
     }
 }
 
-/// A provider holding: `ready` (launched, marker present), `expired` (past its time to
+/// Builds a provider with `ready` (launched, marker present), `expired` (past its time to
 /// live), `abandoned` (no marker, launcher dead), `starting` (no marker, launcher
 /// alive), an orphaned volume, a cached image and the shared network.
 fn gc_provider(removed: &Destroyed) -> MockProvider {

@@ -68,6 +68,11 @@ impl fmt::Display for Phase {
 #[serde(tag = "event", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum LaunchEvent {
+    /// The launch passed its checks and is about to make its first resource.
+    Started {
+        /// The sandbox's name, generated when none was given.
+        sandbox: String,
+    },
     /// A phase started.
     PhaseStarted {
         /// The phase.
@@ -78,7 +83,7 @@ pub enum LaunchEvent {
         /// The phase.
         phase: Phase,
         /// How long it took.
-        #[serde(with = "duration_ms")]
+        #[serde(rename = "duration_ms", with = "duration_ms")]
         duration: Duration,
         /// A one-line summary, for example `cache hit` or `3 steps, 2 services`.
         detail: Option<String>,
@@ -93,7 +98,7 @@ pub enum LaunchEvent {
         /// The phase.
         phase: Phase,
         /// How long it ran before failing.
-        #[serde(with = "duration_ms")]
+        #[serde(rename = "duration_ms", with = "duration_ms")]
         duration: Duration,
         /// The error message.
         error: String,
@@ -108,7 +113,7 @@ pub enum LaunchEvent {
         /// Name of the step or service.
         step: String,
         /// How long it took.
-        #[serde(with = "duration_ms")]
+        #[serde(rename = "duration_ms", with = "duration_ms")]
         duration: Duration,
     },
     /// A line of output, for example from the image build.
@@ -123,7 +128,7 @@ pub enum LaunchEvent {
     /// Teardown finished.
     TeardownFinished {
         /// How long it took.
-        #[serde(with = "duration_ms")]
+        #[serde(rename = "duration_ms", with = "duration_ms")]
         duration: Duration,
     },
 }

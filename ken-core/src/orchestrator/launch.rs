@@ -256,6 +256,9 @@ impl Orchestrator {
     async fn launch_phases(&self, preflight: Preflight) -> Result<Launched> {
         let started = Instant::now();
         let name = preflight.name.clone();
+        self.events.emit(LaunchEvent::Started {
+            sandbox: name.to_string(),
+        });
         let mut timings = Vec::new();
         let mut guard = Teardown {
             orchestrator: self.clone(),

@@ -1,0 +1,116 @@
+//! `ken new`: launches a sandbox from a manifest and shows each phase as it runs.
+
+use std::path::{Path, PathBuf};
+
+use ken_core::orchestrator::{LaunchOptions, Launched, Orchestrator};
+use ken_core::{Manifest, SandboxName};
+
+use crate::output;
+use crate::progress::{Progress, Style};
+use crate::signal::{self, Interrupt};
+use crate::{exit, GlobalArgs};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Name of the new sandbox [default: the manifest's project name and 6 random hex digits].
+    #[arg(long, value_parser = super::sandbox_name)]
+    name: Option<SandboxName>,
+
+    /// Path of the manifest.
+    #[arg(long, default_value = "ken.toml", env = "KEN_MANIFEST")]
+    manifest: PathBuf,
+
+    /// Print the result as one JSON object on stdout, and progress as JSON lines on stderr.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// Reads and validates the manifest. Every failure here is invalid input (exit 2) and
+/// happens before anything is created.
+fn load_manifest(path: &Path) -> anyhow::Result<Manifest> {
+    match Manifest::load(path) {
+        Ok(manifest) => Ok(manifest),
+        Err(ken_core::Error::Io { source, .. }) => Err(ken_core::Error::invalid(
+            "manifest path",
+            path.display().to_string(),
+            format!("{source}; run ken in the folder of your ken.toml or pass --manifest PATH"),
+        )
+        .into()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<u8> {
+    let manifest = load_manifest(&args.manifest)?;
+    let progress = Progress::new(Style::detect(args.json, global.logs_to_stderr()));
+    let orchestrator = crate::context::orchestrator(global, progress.sink()).await?;
+
+    if !args.json {
+        let target = match &args.name {
+            Some(name) => format!("sandbox {name}"),
+            None => "a sandbox".to_owned(),
+        };
+        progress.note(&format!(
+            "launching {target} from {}",
+            manifest.path.display()
+        ));
+    }
+    let mut options = LaunchOptions::default();
+    if let Some(name) = args.name {
+        options = options.name(name);
+    }
+
+    // The launch future is boxed so that it can be dropped on Ctrl-C: dropping it is
+    // what starts the teardown of everything it made.
+    let mut launch = Box::pin(orchestrator.launch(&manifest, options));
+    let interrupt = tokio::select! {
+        result = &mut launch => {
+            let launched = result?;
+            print_result(&launched, args.json)?;
+            return Ok(exit::SUCCESS);
+        }
+        interrupt = signal::interrupted() => interrupt,
+    };
+    progress.interrupt();
+    progress.note("cancelled; removing what was made (press Ctrl-C again to exit at once)");
+    tracing::info!(signal = ?interrupt, "launch cancelled; waiting for its teardown");
+    drop(launch);
+    wait_for_teardown(&orchestrator, &progress, interrupt).await
+}
+
+/// Waits for the teardown of a dropped launch; a second signal exits at once.
+async fn wait_for_teardown(
+    orchestrator: &Orchestrator,
+    progress: &Progress,
+    interrupt: Interrupt,
+) -> anyhow::Result<u8> {
+    tokio::select! {
+        () = orchestrator.wait_for_teardowns() => {}
+        _ = signal::interrupted() => {
+            progress.note("exiting without waiting; run `ken gc` to remove what the launch left behind");
+        }
+    }
+    Ok(interrupt.exit_code())
+}
+
+fn print_result(launched: &Launched, json: bool) -> anyhow::Result<()> {
+    let name = launched.sandbox.name();
+    if json {
+        let value = serde_json::json!({
+            "name": name,
+            "endpoints": launched.endpoints,
+            "report": launched.report,
+        });
+        return output::print_json(&value);
+    }
+    let width = output::name_width(launched.endpoints.iter().map(|e| e.name.as_str()));
+    let mut text = format!("{name}\n");
+    for endpoint in &launched.endpoints {
+        text.push_str(&format!("{:<width$}  {}\n", endpoint.name, endpoint.url));
+    }
+    text.push_str(&format!(
+        "ready in {}\n",
+        output::duration(launched.report.total)
+    ));
+    output::print_stdout(&text)
+}

@@ -1,0 +1,179 @@
+//! Command-line handling and error paths of `ken` that need no Docker engine.
+
+mod common;
+
+use common::{code, describe, run_ken, stderr, stdout, Project};
+
+#[test]
+fn help_documents_exit_statuses() {
+    let output = run_ken(["--help"]);
+    assert_eq!(code(&output), 0, "{}", describe(&output));
+    let help = stdout(&output);
+    assert!(help.contains("Exit status"), "{help}");
+    for line in [
+        "2    invalid input",
+        "3    not found",
+        "4    already exists",
+        "130  interrupted",
+    ] {
+        assert!(help.contains(line), "missing {line:?} in:\n{help}");
+    }
+}
+
+#[test]
+fn invalid_manifest_value_exits_2_with_line() {
+    let project = Project::new("name = \"demo\"\nttl = \"soon\"\n");
+    let output = run_ken(["new", "--manifest", project.manifest().to_str().unwrap()]);
+    assert_eq!(code(&output), 2, "{}", describe(&output));
+    let message = stderr(&output);
+    let location = format!("{}:2:", project.manifest().display());
+    assert!(
+        message.contains(&location),
+        "expected {location:?} in:\n{message}"
+    );
+    assert!(message.contains("ttl"), "{message}");
+    assert!(message.starts_with("error: "), "{message}");
+}
+
+#[test]
+fn manifest_syntax_error_exits_2_with_line() {
+    let project = Project::new("name = \"demo\"\n\n[image\ndockerfile = \"Dockerfile\"\n");
+    let output = run_ken(["new", "--manifest", project.manifest().to_str().unwrap()]);
+    assert_eq!(code(&output), 2, "{}", describe(&output));
+    let location = format!("{}:3:", project.manifest().display());
+    assert!(stderr(&output).contains(&location), "{}", describe(&output));
+}
+
+#[test]
+fn missing_manifest_exits_2_naming_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("absent.toml");
+    let output = run_ken(["new", "--manifest", path.to_str().unwrap()]);
+    assert_eq!(code(&output), 2, "{}", describe(&output));
+    assert!(
+        stderr(&output).contains("absent.toml"),
+        "{}",
+        describe(&output)
+    );
+    assert!(
+        stderr(&output).contains("--manifest"),
+        "{}",
+        describe(&output)
+    );
+}
+
+#[test]
+fn unknown_provider_lists_known_ones() {
+    let output = run_ken(["--provider", "modal", "list"]);
+    assert_eq!(code(&output), 2, "{}", describe(&output));
+    let message = stderr(&output);
+    assert!(message.contains("modal"), "{message}");
+    assert!(message.contains("docker"), "{message}");
+}
+
+#[test]
+fn invalid_sandbox_name_exits_2_naming_it() {
+    let cases: [&[&str]; 4] = [
+        &["new", "--name", "Bad_Name"],
+        &["rm", "ok-name", "Bad_Name"],
+        &["exec", "Bad_Name", "--", "true"],
+        &["urls", "Bad_Name"],
+    ];
+    for args in cases {
+        let output = run_ken(args);
+        assert_eq!(code(&output), 2, "ken {args:?}: {}", describe(&output));
+        assert!(
+            stderr(&output).contains("Bad_Name"),
+            "ken {args:?}: {}",
+            describe(&output)
+        );
+        assert!(
+            stderr(&output).contains("invalid sandbox name"),
+            "ken {args:?}: {}",
+            describe(&output)
+        );
+    }
+}
+
+#[test]
+fn exec_without_separator_is_usage_error() {
+    let output = run_ken(["exec", "demo", "ls", "-la"]);
+    assert_eq!(code(&output), 2, "{}", describe(&output));
+    assert!(stderr(&output).contains("'ls'"), "{}", describe(&output));
+    assert!(
+        stderr(&output).contains("goes after `--`"),
+        "{}",
+        describe(&output)
+    );
+}
+
+#[test]
+fn exec_without_command_is_usage_error() {
+    let output = run_ken(["exec", "demo"]);
+    assert_eq!(code(&output), 2, "{}", describe(&output));
+    assert!(stderr(&output).contains("COMMAND"), "{}", describe(&output));
+}
+
+#[test]
+fn exec_invalid_timeout_is_usage_error() {
+    let output = run_ken(["exec", "demo", "--timeout", "soon", "--", "true"]);
+    assert_eq!(code(&output), 2, "{}", describe(&output));
+    assert!(stderr(&output).contains("soon"), "{}", describe(&output));
+}
+
+#[test]
+fn exec_invalid_env_name_is_usage_error() {
+    let output = run_ken(["exec", "demo", "-e", "1X=secret-value", "--", "true"]);
+    assert_eq!(code(&output), 2, "{}", describe(&output));
+    assert!(stderr(&output).contains("1X"), "{}", describe(&output));
+    assert!(
+        !stderr(&output).contains("secret-value"),
+        "{}",
+        describe(&output)
+    );
+}
+
+#[test]
+fn rm_needs_names_or_all() {
+    let output = run_ken(["rm"]);
+    assert_eq!(code(&output), 2, "{}", describe(&output));
+    let both = run_ken(["rm", "--all", "demo"]);
+    assert_eq!(code(&both), 2, "{}", describe(&both));
+}
+
+#[test]
+fn unreachable_engine_says_how_to_start_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = format!("unix://{}", dir.path().join("docker.sock").display());
+    let output = common::ken()
+        .env("DOCKER_HOST", &socket)
+        .args(["list"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 1, "{}", describe(&output));
+    let message = stderr(&output);
+    assert!(message.contains(&socket), "{message}");
+    assert!(message.contains("scripts/docker-up.sh"), "{message}");
+}
+
+#[test]
+fn unreachable_engine_error_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = format!("unix://{}", dir.path().join("docker.sock").display());
+    let output = common::ken()
+        .env("DOCKER_HOST", &socket)
+        .args(["list", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 1, "{}", describe(&output));
+    let value: serde_json::Value =
+        serde_json::from_str(stderr(&output).trim()).expect("stderr is one JSON object");
+    assert_eq!(value["error"]["exit_code"], 1);
+    assert!(
+        value["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Docker engine"),
+        "{value}"
+    );
+}

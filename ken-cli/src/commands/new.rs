@@ -45,16 +45,6 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<u8> {
     let progress = Progress::new(Style::detect(args.json, global.logs_to_stderr()));
     let orchestrator = crate::context::orchestrator(global, progress.sink()).await?;
 
-    if !args.json {
-        let target = match &args.name {
-            Some(name) => format!("sandbox {name}"),
-            None => "a sandbox".to_owned(),
-        };
-        progress.note(&format!(
-            "launching {target} from {}",
-            manifest.path.display()
-        ));
-    }
     let mut options = LaunchOptions::default();
     if let Some(name) = args.name {
         options = options.name(name);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs and starts a Docker engine when none answers, then makes sure the local
-# `debian:bookworm-slim` base image exists. Idempotent: each step is skipped when its
-# result is already there, and concurrent runs wait for each other.
+# Installs and starts a Docker engine unless `docker info` reaches one, then makes
+# sure that the local `debian:bookworm-slim` base image exists. Idempotent: each step
+# is skipped when its result is already there, and concurrent runs wait for each other.
 #
 # When this script starts dockerd itself, it writes the daemon's PID to
 # ${KEN_DOCKERD_PIDFILE:-/tmp/ken-dockerd.pid} so that `scripts/docker-down.sh` stops
@@ -11,7 +11,7 @@ set -euo pipefail
 pidfile=${KEN_DOCKERD_PIDFILE:-/tmp/ken-dockerd.pid}
 logfile=${KEN_DOCKERD_LOG:-/tmp/ken-dockerd.log}
 lockfile=${KEN_DOCKER_UP_LOCK:-/tmp/ken-docker-up.lock}
-# Seconds to wait for a dockerd started here to answer.
+# Seconds to wait until a dockerd started here accepts API requests.
 start_timeout=60
 
 as_root() {

@@ -37,7 +37,7 @@ wait_for() {
 
 git -C "$repo" bundle create "$bundle" HEAD 2>/dev/null
 docker cp -q "$bundle" "$cid:/tmp/repo.bundle"
-docker exec "$cid" git clone -q /tmp/repo.bundle /workspace/repo
+docker exec "$cid" git -c advice.detachedHead=false clone -q /tmp/repo.bundle /workspace/repo
 docker exec "$cid" rm /tmp/repo.bundle
 
 docker exec -d -u postgres "$cid" sh -c \

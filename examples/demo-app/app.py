@@ -8,7 +8,7 @@ Routes:
     POST /tasks/<id>/status     move a task to another status, then redirect back
     GET  /api/tasks             JSON list of tasks with their project and assignee,
                                 filtered by ?limit=, ?status= and ?project=
-    GET  /healthz               200 when the database answers a query, 503 otherwise
+    GET  /healthz               200 when `SELECT 1` succeeds, 503 otherwise
     GET  /static/<file>         files from the static/ folder next to this file
 
 Configuration comes from the environment: DATABASE_URL (a libpq connection string or
@@ -53,18 +53,18 @@ PRIORITIES = {1: "Urgent", 2: "High", 3: "Normal", 4: "Low"}
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
-# Tasks shown on the HTML list; the API's ?limit= goes up to MAX_LIMIT.
+# Number of tasks on the HTML list. The API's ?limit= goes up to MAX_LIMIT.
 PAGE_SIZE = 100
-# Upper bound on a form body, in bytes. The forms post a title and three small numbers.
+# Maximum size of a form body, in bytes. The forms post a title and three small numbers.
 MAX_FORM_BYTES = 16 * 1024
 
 
 class BadRequest(Exception):
-    """An invalid query parameter or form field; the message names it."""
+    """Raised for an invalid query parameter or form field. The message names it."""
 
 
 class NotFound(Exception):
-    """A path or a row that does not exist."""
+    """Raised for a path or a row that does not exist."""
 
 
 class Database:
@@ -360,7 +360,7 @@ def render_board(tasks, counts, projects, people, status, project):
     if not rows:
         rows.append('<tr><td colspan="8" class="empty">No tasks match these filters.</td></tr>')
 
-    shown = len(tasks)
+    shown_count = len(tasks)
     total = counts[status] if status else sum(counts.values())
     project_choices = "".join(f'<option value="{p["id"]}">{esc(p["name"])}</option>' for p in projects)
     people_choices = "".join(f'<option value="{p["id"]}">{esc(p["name"])}</option>' for p in people)
@@ -380,7 +380,7 @@ def render_board(tasks, counts, projects, people, status, project):
     <button type="submit" class="button">Filter</button>
   </form>
 </div>
-<p class="summary">Showing the {shown} newest of {total} tasks.</p>
+<p class="summary">Showing the {shown_count} newest of {total} tasks.</p>
 <table class="tasks">
 <thead><tr><th>#</th><th>Title</th><th>Project</th><th>Assignee</th><th>Status</th><th>Priority</th><th>Due</th><th>Comments</th></tr></thead>
 <tbody>
@@ -530,7 +530,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send_json(HTTPStatus.OK, {"status": "ok"})
 
     def _static(self, name):
-        # Resolve symlinks and "..", then refuse anything outside STATIC_DIR.
+        # Resolve symlinks and "..", then reject anything outside STATIC_DIR.
         path = (STATIC_DIR / name).resolve()
         if STATIC_DIR not in path.parents or not path.is_file():
             raise NotFound(f"no static file {name!r}")
@@ -552,7 +552,9 @@ class Handler(BaseHTTPRequestHandler):
         priority_raw = (form.get("priority") or ["3"])[-1]
         if priority_raw not in ("1", "2", "3", "4"):
             raise BadRequest(f"invalid priority {priority_raw!r}: expected 1, 2, 3 or 4")
-        # The first person stands in as the reporter because the demo has no logins.
+
+        # The demo has no logins, so the person with the lowest id is recorded as the
+        # reporter.
         with self.db.transaction() as cur:
             try:
                 cur.execute(
@@ -570,6 +572,7 @@ class Handler(BaseHTTPRequestHandler):
             except psycopg2.errors.NotNullViolation as error:
                 raise BadRequest("cannot create a task: the people table is empty; seed the database first") from error
             task_id = cur.fetchone()["id"]
+
         log.info("created task %d in project %d", task_id, project_id)
         self._redirect(f"/tasks/{task_id}")
 

@@ -106,8 +106,9 @@ WITH words AS (
         ARRAY[1, 2, 2, 3, 3, 3, 3, 3, 4, 4, 4] AS priorities
 ), numbered AS (
     SELECT i,
-           -- A percentile from 0 to 99 that jumps around as i grows.
-           (i * 19) % 100 AS percentile,
+           -- 0 to 99 in a scattered order: i * 19 mod 100 takes every value once in
+           -- any 100 consecutive tasks.
+           (i * 19) % 100 AS pseudo_random,
            -- 15 for the newest task up to 75 for the oldest.
            15 + (4000 - i) * 60 / 4000 AS done_share,
            timestamp '2025-06-02 09:00' - (4000 - i) * interval '97 minutes' AS created_local
@@ -115,9 +116,9 @@ WITH words AS (
 ), classified AS (
     SELECT n.*,
            CASE
-               WHEN percentile < done_share THEN 'done'
-               WHEN percentile < done_share + 10 THEN 'review'
-               WHEN percentile < done_share + 25 THEN 'in_progress'
+               WHEN pseudo_random < done_share THEN 'done'
+               WHEN pseudo_random < done_share + 10 THEN 'review'
+               WHEN pseudo_random < done_share + 25 THEN 'in_progress'
                ELSE 'todo'
            END AS status
     FROM numbered AS n

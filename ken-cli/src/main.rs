@@ -59,7 +59,7 @@ pub(crate) struct GlobalArgs {
     pub(crate) provider: ProviderKind,
 
     /// Owner written into the labels of new sandboxes and selected by `rm --all`
-    /// [default: $USER].
+    /// [default: $USER, else the name of the current uid].
     #[arg(long, env = "KEN_OWNER", global = true, value_parser = parse_owner)]
     pub(crate) owner: Option<String>,
 }

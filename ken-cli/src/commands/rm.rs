@@ -13,7 +13,7 @@ pub(crate) struct Args {
     #[arg(value_parser = super::sandbox_name, required_unless_present = "all", conflicts_with = "all")]
     names: Vec<SandboxName>,
 
-    /// Remove every sandbox of the owner (--owner, default $USER).
+    /// Remove every sandbox of the owner (--owner, default the current user).
     #[arg(long)]
     all: bool,
 

@@ -76,7 +76,7 @@ impl OrchestratorBuilder {
         self
     }
 
-    /// Sets the owner label; the default is the `USER` environment variable.
+    /// Sets the owner label; the default is [`default_owner`].
     pub fn owner(mut self, owner: impl Into<String>) -> Self {
         self.owner = Some(owner.into());
         self
@@ -96,9 +96,8 @@ impl OrchestratorBuilder {
             .unwrap_or_else(|| Arc::new(LocalNetwork::new().with_provider_isolation(isolates)));
         let owner = self
             .owner
-            .or_else(|| std::env::var("USER").ok())
             .filter(|o| !o.is_empty())
-            .unwrap_or_else(|| "unknown".to_owned());
+            .unwrap_or_else(default_owner);
         Orchestrator {
             provider: self.provider,
             network,
@@ -302,6 +301,34 @@ impl fmt::Debug for Orchestrator {
             .field("owner", &self.owner)
             .finish()
     }
+}
+
+/// Returns the login name of the current user: `USER`, then `LOGNAME`, then the
+/// name of this process's uid in `/etc/passwd`, then `uid-N`.
+pub fn default_owner() -> String {
+    for variable in ["USER", "LOGNAME"] {
+        if let Ok(name) = std::env::var(variable) {
+            if !name.is_empty() {
+                return name;
+            }
+        }
+    }
+    let uid = std::fs::read_to_string("/proc/self/status").ok().and_then(|status| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().next().map(str::to_owned))
+    });
+    let Some(uid) = uid else {
+        return "unknown".to_owned();
+    };
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields.len() > 2 && fields[2] == uid)
+        .map(|fields| fields[0].to_owned())
+        .unwrap_or_else(|| format!("uid-{uid}"))
 }
 
 /// Encodes ports for the [`PORTS_LABEL`] label.

@@ -630,3 +630,8 @@ async fn gc_dry_run_removes_nothing() {
     assert_eq!(report.items.len(), 3);
     assert!(removed.names().is_empty(), "{:?}", removed.names());
 }
+
+#[test]
+fn default_owner_is_never_empty() {
+    assert!(!default_owner().is_empty());
+}

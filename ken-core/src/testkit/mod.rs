@@ -216,40 +216,81 @@ impl fmt::Debug for Check {
     }
 }
 
-macro_rules! check_list {
-    ($($check:ident),* $(,)?) => {
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __ken_kit_checks {
+    ($mode:ident $($args:tt)*) => {
+        $crate::__ken_kit_expand! {
+            $mode [$($args)*]
+            image_cache,
+            lifecycle,
+            create_duplicate_name,
+            labels_round_trip,
+            remove_resources,
+            destroy_idempotent,
+            resource_limits,
+            exec_large_output,
+            exec_unread_output,
+            exec_timeout,
+            exec_kill_group,
+            exec_without_stdin,
+            exec_binary_output,
+            exec_env_unchanged,
+            exec_stdin,
+            exec_workdir,
+            exec_user,
+            exec_exit_codes,
+            files_round_trip,
+            endpoints,
+            isolation,
+            snapshot,
+            many_sandboxes
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __ken_kit_expand {
+    (list [] $($check:ident),*) => {
         /// Every check of the kit, in the order [`run_all`] runs them.
         pub const CHECKS: &[Check] = &[
             $(Check { name: stringify!($check), run: |provider, config| Box::pin($check(provider, config)) },)*
         ];
     };
+    (tests [$setup:path] $($check:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let Some((provider, config)) = $setup(stringify!($check)).await else {
+                    return;
+                };
+                $crate::testkit::$check(&provider, &config).await;
+            }
+        )*
+    };
 }
 
-check_list!(
-    image_cache,
-    lifecycle,
-    create_duplicate_name,
-    labels_round_trip,
-    remove_resources,
-    destroy_idempotent,
-    resource_limits,
-    exec_large_output,
-    exec_unread_output,
-    exec_timeout,
-    exec_kill_group,
-    exec_without_stdin,
-    exec_binary_output,
-    exec_env_unchanged,
-    exec_stdin,
-    exec_workdir,
-    exec_user,
-    exec_exit_codes,
-    files_round_trip,
-    endpoints,
-    isolation,
-    snapshot,
-    many_sandboxes,
-);
+/// Generates one `#[tokio::test]` per kit check, so that each check passes or fails
+/// on its own in `cargo test`.
+///
+/// `$setup` is an async function taking the test's name and returning
+/// `Option<(provider, KitConfig)>`; `None` skips the test (see
+/// [`require_docker_or_skip`]). The calling crate needs `tokio` with the `macros` and
+/// `rt-multi-thread` features.
+///
+/// ```ignore
+/// async fn setup(test: &str) -> Option<(MyProvider, KitConfig)> { ... }
+/// ken_core::conformance_tests!(setup);
+/// ```
+#[macro_export]
+macro_rules! conformance_tests {
+    ($setup:path) => {
+        $crate::__ken_kit_checks!(tests $setup);
+    };
+}
+
+__ken_kit_checks!(list);
 
 /// The outcome of [`run_report`]: which checks passed and which failed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -9,38 +9,13 @@ use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 
 use super::*;
+use crate::plan::testing::MockProvider;
 use crate::phase::Phase;
 use crate::exec::{OutputChunk, OutputStream, ProcessKiller};
 use crate::labels::Labels;
 use crate::manifest::Manifest;
 use crate::network::{Attachment, ReapReport};
-use crate::sandbox::{Capabilities, ImageRef, ImageSpec, Resource, ResourceKind, SandboxSpec, SandboxState};
-
-mockall::mock! {
-    pub Provider {}
-
-    impl std::fmt::Debug for Provider {
-        fn fmt<'a>(&self, f: &mut std::fmt::Formatter<'a>) -> std::fmt::Result;
-    }
-
-    #[async_trait]
-    impl SandboxProvider for Provider {
-        fn name(&self) -> &str;
-        fn capabilities(&self) -> Capabilities;
-        async fn prepare_image(&self, spec: &ImageSpec, events: &EventSink) -> Result<ImageRef>;
-        async fn create(&self, spec: &SandboxSpec) -> Result<SandboxInfo>;
-        async fn get(&self, name: &SandboxName) -> Result<SandboxInfo>;
-        async fn list(&self, selector: &LabelSelector) -> Result<Vec<SandboxInfo>>;
-        async fn exec(&self, sandbox: &SandboxName, request: ExecRequest) -> Result<ExecProcess>;
-        async fn upload(&self, sandbox: &SandboxName, dest: &str, archive: Bytes) -> Result<()>;
-        async fn download(&self, sandbox: &SandboxName, path: &str) -> Result<Bytes>;
-        async fn endpoint(&self, sandbox: &SandboxName, port: &PortSpec) -> Result<Endpoint>;
-        async fn snapshot(&self, sandbox: &SandboxName, reference: &str) -> Result<ImageRef>;
-        async fn destroy(&self, sandbox: &SandboxName) -> Result<()>;
-        async fn resources(&self, selector: &LabelSelector) -> Result<Vec<Resource>>;
-        async fn remove_resource(&self, resource: &Resource) -> Result<()>;
-    }
-}
+use crate::sandbox::{Capabilities, ImageRef, Resource, ResourceKind, SandboxState};
 
 mockall::mock! {
     pub Network {}

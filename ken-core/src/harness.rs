@@ -143,3 +143,109 @@ pub trait AgentHarness: Send + Sync + fmt::Debug {
     /// Aborts the running turn of `session`.
     async fn abort(&self, sandbox: &Sandbox, session: &str) -> Result<()>;
 }
+
+/// A finished turn: its session and every event it produced, the terminal one last.
+#[derive(Debug, Clone)]
+pub struct TurnTranscript {
+    /// The session the turn belongs to.
+    pub session: String,
+    /// The turn's events in order.
+    pub events: Vec<AgentEvent>,
+}
+
+impl TurnTranscript {
+    /// Returns the event that ended the turn, if the stream ended with one.
+    pub fn outcome(&self) -> Option<&AgentEvent> {
+        self.events.last().filter(|event| event.is_terminal())
+    }
+}
+
+/// Conveniences available on every [`AgentHarness`].
+#[async_trait]
+pub trait AgentHarnessExt: AgentHarness {
+    /// Sends a prompt and collects the turn's events until a terminal event or the
+    /// end of the stream.
+    async fn prompt_to_end(&self, sandbox: &Sandbox, request: PromptRequest) -> Result<TurnTranscript> {
+        use futures::StreamExt;
+
+        let mut turn = self.prompt(sandbox, request).await?;
+        let mut events = Vec::new();
+        while let Some(event) = turn.events.next().await {
+            let event = event?;
+            let terminal = event.is_terminal();
+            events.push(event);
+            if terminal {
+                break;
+            }
+        }
+        Ok(TurnTranscript {
+            session: turn.session,
+            events,
+        })
+    }
+}
+
+impl<T: AgentHarness + ?Sized> AgentHarnessExt for T {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::testing::{mock_provider, sandbox};
+    use crate::sandbox::Capabilities;
+
+    /// A harness that replays fixed events for every prompt.
+    #[derive(Debug)]
+    struct Replay(Vec<AgentEvent>);
+
+    #[async_trait]
+    impl AgentHarness for Replay {
+        fn name(&self) -> &str {
+            "replay"
+        }
+
+        fn image_lines(&self) -> Vec<String> {
+            Vec::new()
+        }
+
+        async fn start(&self, _sandbox: &Sandbox, _context: &HarnessContext) -> Result<Vec<Endpoint>> {
+            Ok(Vec::new())
+        }
+
+        async fn prompt(&self, _sandbox: &Sandbox, _request: PromptRequest) -> Result<AgentTurn> {
+            let events: Vec<Result<AgentEvent>> = self.0.iter().cloned().map(Ok).collect();
+            Ok(AgentTurn {
+                session: "ses_1".into(),
+                events: Box::pin(futures::stream::iter(events)),
+            })
+        }
+
+        async fn abort(&self, _sandbox: &Sandbox, _session: &str) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn prompt_to_end_stops_at_terminal() {
+        let harness = Replay(vec![
+            AgentEvent::Text { delta: "hi".into() },
+            AgentEvent::Finished { text: None },
+            AgentEvent::Text { delta: "late".into() },
+        ]);
+        let sandbox = sandbox(mock_provider(Capabilities::none()));
+
+        let transcript = harness.prompt_to_end(&sandbox, PromptRequest::default()).await.unwrap();
+        assert_eq!(transcript.session, "ses_1");
+        assert_eq!(transcript.events.len(), 2);
+        assert_eq!(transcript.outcome(), Some(&AgentEvent::Finished { text: None }));
+    }
+
+    #[tokio::test]
+    async fn prompt_to_end_without_terminal_has_no_outcome() {
+        let harness = Replay(vec![AgentEvent::Text { delta: "cut off".into() }]);
+        let sandbox = sandbox(mock_provider(Capabilities::none()));
+
+        let transcript = harness.prompt_to_end(&sandbox, PromptRequest::default()).await.unwrap();
+        assert_eq!(transcript.events.len(), 1);
+        assert_eq!(transcript.outcome(), None);
+    }
+}

@@ -25,10 +25,10 @@ pub mod testkit;
 
 pub use error::{Error, Result, Secret};
 pub use exec::{ExecOutput, ExecProcess, ExecRequest, ExitStatus, OutputChunk, OutputStream};
-pub use harness::{AgentEvent, AgentHarness, AgentTurn, HarnessContext, PromptRequest};
+pub use harness::{AgentEvent, AgentHarness, AgentHarnessExt, AgentTurn, HarnessContext, PromptRequest};
 pub use labels::{LabelSelector, Labels};
 pub use manifest::Manifest;
-pub use network::{LocalNetwork, NetworkProvider};
+pub use network::{LocalNetwork, NetworkProvider, NetworkProviderExt};
 pub use orchestrator::Orchestrator;
 pub use phase::{EventSink, LaunchEvent, Phase};
 pub use policy::AccessPolicy;

@@ -131,3 +131,18 @@ impl NetworkProvider for LocalNetwork {
         Ok(ReapReport::default())
     }
 }
+
+/// Conveniences available on every [`NetworkProvider`].
+#[async_trait]
+pub trait NetworkProviderExt: NetworkProvider {
+    /// Exposes each of `ports` in order and returns their endpoints.
+    async fn expose_all(&self, sandbox: &Sandbox, ports: &[PortSpec]) -> Result<Vec<Endpoint>> {
+        let mut endpoints = Vec::with_capacity(ports.len());
+        for port in ports {
+            endpoints.push(self.expose(sandbox, port).await?);
+        }
+        Ok(endpoints)
+    }
+}
+
+impl<T: NetworkProvider + ?Sized> NetworkProviderExt for T {}

@@ -16,6 +16,7 @@ use crate::error::{Error, Result, Secret};
 use crate::harness::HarnessContext;
 use crate::labels::{self, Labels};
 use crate::manifest::Manifest;
+use crate::network::NetworkProviderExt;
 use crate::phase::{LaunchEvent, Phase};
 use crate::repo::{self, PreparedRepository};
 use crate::sandbox::{Endpoint, ImageRef, Sandbox, SandboxName, SandboxSpec};
@@ -397,10 +398,7 @@ impl Orchestrator {
                 self.network.ensure_policy(&self.policy).await?;
                 guard.attached = Some(sandbox.clone());
                 let attachment = self.network.attach(&sandbox).await?;
-                let mut endpoints = Vec::new();
-                for port in &manifest.ports {
-                    endpoints.push(self.network.expose(&sandbox, port).await?);
-                }
+                let endpoints = self.network.expose_all(&sandbox, &manifest.ports).await?;
                 let detail = format!("{} via {}", endpoints.len(), attachment.network);
                 Ok((endpoints, Some(detail)))
             })

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::exec::{ExecProcess, ExecRequest};
 use crate::harness::AgentHarness;
 use crate::labels::{self, LabelSelector};
-use crate::network::{LocalNetwork, NetworkProvider};
+use crate::network::{LocalNetwork, NetworkProvider, NetworkProviderExt};
 use crate::phase::EventSink;
 use crate::plan::LOG_DIR;
 use crate::policy::AccessPolicy;
@@ -194,11 +194,8 @@ impl Orchestrator {
     }
 
     async fn endpoints_of(&self, sandbox: &Sandbox) -> Result<Vec<Endpoint>> {
-        let mut endpoints = Vec::new();
-        for port in ports_from_labels(sandbox.info()) {
-            endpoints.push(self.network.expose(sandbox, &port).await?);
-        }
-        Ok(endpoints)
+        let ports = ports_from_labels(sandbox.info());
+        self.network.expose_all(sandbox, &ports).await
     }
 
     /// Waits until the sandbox exists and its launch has finished, for at most

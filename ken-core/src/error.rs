@@ -100,7 +100,7 @@ pub enum Error {
     },
 
     /// A command inside the sandbox (a startup step, a seed, a probe) failed.
-    #[error("{step} failed ({status}); last lines of its log:\n{log_tail}")]
+    #[error("{step} failed ({status}){}", format_log_tail(log_tail))]
     StepFailed {
         /// Name of the step, service or seeder.
         step: String,
@@ -152,6 +152,16 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Formats the log tail of [`Error::StepFailed`], saying so when the step printed
+/// nothing.
+fn format_log_tail(tail: &str) -> String {
+    if tail.trim().is_empty() {
+        "; it printed nothing".to_owned()
+    } else {
+        format!("; last lines of its log:\n{tail}")
+    }
 }
 
 impl Error {

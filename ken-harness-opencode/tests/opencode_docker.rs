@@ -21,6 +21,12 @@ use ken_provider_docker::DockerProvider;
 const MODEL_PORT: u16 = 4010;
 const KEY_ENV: &str = "KEN_TEST_MODEL_KEY";
 
+/// Returns the model key for this run. It is built at run time so that the test's
+/// own source, which is in the clone, does not contain it.
+fn model_key() -> String {
+    format!("scripted-key-{}", std::process::id())
+}
+
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
@@ -41,12 +47,12 @@ output_limit = 4096"#
 }
 
 /// The demo manifest with OpenCode in its image, the agent port and the model key.
-fn demo_manifest(harness: &OpenCodeHarness, dir: &Path) -> Manifest {
+fn demo_manifest(harness: &OpenCodeHarness) -> Manifest {
     let mut manifest = Manifest::load(repo_root().join("examples/demo-app/ken.toml")).unwrap();
     let demo = std::fs::read_to_string(&manifest.image.dockerfile).unwrap();
-    let dockerfile = dir.join("Dockerfile");
-    std::fs::write(&dockerfile, format!("{}\n\n{}\n", demo.trim_end(), harness.image_lines().join("\n"))).unwrap();
-    manifest.image.dockerfile = dockerfile;
+    for line in harness.image_lines().iter().filter(|line| !line.starts_with('#')) {
+        assert!(demo.contains(line.as_str()), "the demo Dockerfile lacks the harness line {line:?}");
+    }
     manifest.ports.push(PortSpec {
         name: "agent".into(),
         port: harness.settings().port,
@@ -61,7 +67,7 @@ fn demo_manifest(harness: &OpenCodeHarness, dir: &Path) -> Manifest {
 }
 
 async fn start_scripted_model(sandbox: &Sandbox) {
-    let script = include_bytes!("fixtures/scripted_model.py");
+    let script = include_bytes!("../../examples/demo-app/agent/scripted_model.py");
     sandbox
         .provider()
         .upload(sandbox.name(), "/opt", archive::single_file("scripted_model.py", script, 0o755).unwrap())
@@ -153,10 +159,9 @@ async fn opencode_edits_demo_and_serves_ui() {
     let provider: Arc<dyn SandboxProvider> = Arc::new(provider);
     // The launch's preflight reads the secret from the environment; this is the only
     // test in this binary, so nothing else reads the environment concurrently.
-    std::env::set_var(KEY_ENV, "scripted-key-1234");
+    std::env::set_var(KEY_ENV, model_key());
     let harness = Arc::new(OpenCodeHarness::from_settings(&harness_settings()).unwrap());
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = demo_manifest(&harness, dir.path());
+    let manifest = demo_manifest(&harness);
     let orchestrator = Orchestrator::builder(provider.clone())
         .owner("ken-tests")
         .harness(harness.clone())
@@ -183,6 +188,8 @@ async fn opencode_edits_demo_and_serves_ui() {
 
 async fn exercise(harness: &OpenCodeHarness, launched: ken_core::orchestrator::Launched) -> ken_core::Result<()> {
     let sandbox = launched.sandbox.clone();
+    let agent_endpoints = launched.endpoints.iter().filter(|e| e.name == "agent").count();
+    assert_eq!(agent_endpoints, 1, "the agent endpoint is listed once");
     let agent = launched
         .endpoints
         .iter()
@@ -208,8 +215,8 @@ async fn exercise(harness: &OpenCodeHarness, launched: ken_core::orchestrator::L
     // The model key reached the server's environment but not the repository.
     let config = exec_text(&sandbox, "cat /run/ken/opencode/opencode.json").await;
     assert!(config.contains("{env:KEN_TEST_MODEL_KEY}"), "{config}");
-    assert!(!config.contains("scripted-key-1234"));
-    let grep = exec_text(&sandbox, "grep -rl scripted-key-1234 /workspace/repo || echo none").await;
+    assert!(!config.contains(&model_key()));
+    let grep = exec_text(&sandbox, &format!("grep -rl {} /workspace/repo || echo none", model_key())).await;
     assert_eq!(grep.trim(), "none");
 
     // The first turn: the scripted model reads and edits the stylesheet.

@@ -184,8 +184,9 @@ impl Orchestrator {
                 "network kind",
                 manifest.network.kind.clone(),
                 format!(
-                    "the manifest asks for network {:?} but Ken is running with {:?}; change [network] kind or choose that network",
+                    "the manifest asks for network {:?} but this launch uses network {:?}; remove [network] or set kind = {:?}",
                     manifest.network.kind,
+                    self.network.name(),
                     self.network.name()
                 ),
             ));
@@ -195,7 +196,8 @@ impl Orchestrator {
                 return Err(Error::invalid(
                     "harness kind",
                     config.kind.clone(),
-                    "the manifest asks for an agent harness but none was configured for this launch",
+                    "the manifest asks for this agent harness but the program launching it did not set one up; \
+                     with the ken CLI, use a kind it knows (opencode, claude-code, codex)",
                 ));
             }
             (Some(config), Some(harness)) if config.kind != harness.name() => {
@@ -295,7 +297,7 @@ impl Orchestrator {
 
         let image_spec = manifest.image_spec()?;
         let image = self
-            .phase(Phase::Image, &name, timings, async {
+            .phase(Phase::Image, &name, &preflight.secrets, timings, async {
                 let image = self.provider.prepare_image(&image_spec, &self.events).await?;
                 let detail = if image.cached { "cache hit" } else { "built" };
                 Ok((image.clone(), Some(format!("{} ({detail})", image.reference))))
@@ -322,7 +324,7 @@ impl Orchestrator {
         };
         guard.sandbox_made = true;
         let created = self
-            .phase(Phase::Create, &name, timings, async {
+            .phase(Phase::Create, &name, &preflight.secrets, timings, async {
                 let info = self.provider.create(&spec).await?;
                 Ok((info, None))
             })
@@ -341,7 +343,7 @@ impl Orchestrator {
 
         match &preflight.repository {
             Some(repository) => {
-                self.phase(Phase::Repository, &name, timings, async {
+                self.phase(Phase::Repository, &name, &preflight.secrets, timings, async {
                     repository.install(&sandbox).await?;
                     Ok(((), Some(repository.describe())))
                 })
@@ -353,7 +355,7 @@ impl Orchestrator {
         if manifest.tasks.is_empty() {
             self.skip(Phase::Plan, timings);
         } else {
-            self.phase(Phase::Plan, &name, timings, async {
+            self.phase(Phase::Plan, &name, &preflight.secrets, timings, async {
                 let report = crate::plan::run_plan(&sandbox, manifest, &self.events).await?;
                 Ok(((), Some(format!("{} tasks", report.tasks.len()))))
             })
@@ -362,7 +364,7 @@ impl Orchestrator {
 
         let seed_fingerprint = match &preflight.seeder {
             Some(seeder) => Some(
-                self.phase(Phase::Seed, &name, timings, async {
+                self.phase(Phase::Seed, &name, &preflight.secrets, timings, async {
                     let fingerprint = seeder.fingerprint(&sandbox).await?;
                     seeder.seed(&sandbox).await?;
                     let detail = format!("{} (inputs {})", seeder.describe(), &fingerprint[..12.min(fingerprint.len())]);
@@ -384,7 +386,7 @@ impl Orchestrator {
                     secrets: preflight.secrets.clone(),
                 };
                 harness_endpoints = self
-                    .phase(Phase::Harness, &name, timings, async {
+                    .phase(Phase::Harness, &name, &preflight.secrets, timings, async {
                         let endpoints = harness.start(&sandbox, &context).await?;
                         Ok((endpoints, Some(harness.name().to_owned())))
                     })
@@ -394,7 +396,7 @@ impl Orchestrator {
         }
 
         let mut endpoints = self
-            .phase(Phase::Network, &name, timings, async {
+            .phase(Phase::Network, &name, &preflight.secrets, timings, async {
                 self.network.ensure_policy(&self.policy).await?;
                 guard.attached = Some(sandbox.clone());
                 let attachment = self.network.attach(&sandbox).await?;
@@ -403,6 +405,9 @@ impl Orchestrator {
                 Ok((endpoints, Some(detail)))
             })
             .await?;
+        // The harness's endpoints replace the network's endpoint of the same port name,
+        // because only the harness knows their credentials.
+        endpoints.retain(|endpoint| !harness_endpoints.iter().any(|h| h.name == endpoint.name));
         endpoints.extend(harness_endpoints);
 
         let phases_so_far: Vec<(String, u64)> = timings
@@ -410,7 +415,7 @@ impl Orchestrator {
             .map(|t| (t.phase.to_string(), t.duration.as_millis() as u64))
             .collect();
         let fingerprint = seed_fingerprint.clone();
-        self.phase(Phase::Ready, &name, timings, async {
+        self.phase(Phase::Ready, &name, &preflight.secrets, timings, async {
             for endpoint in &endpoints {
                 wait_for_endpoint(endpoint, Duration::from_secs(20)).await?;
             }
@@ -420,7 +425,11 @@ impl Orchestrator {
                 seed_fingerprint: fingerprint,
             };
             marker::write(&sandbox, &marker).await?;
-            Ok(((), Some(format!("{} endpoints answer", endpoints.len()))))
+            let detail = match endpoints.len() {
+                1 => "1 endpoint responds".to_owned(),
+                count => format!("{count} endpoints respond"),
+            };
+            Ok(((), Some(detail)))
         })
         .await?;
 
@@ -436,7 +445,14 @@ impl Orchestrator {
         })
     }
 
-    async fn phase<T, F>(&self, phase: Phase, name: &SandboxName, timings: &mut Vec<PhaseTiming>, work: F) -> Result<T>
+    async fn phase<T, F>(
+        &self,
+        phase: Phase,
+        name: &SandboxName,
+        secrets: &BTreeMap<String, Secret>,
+        timings: &mut Vec<PhaseTiming>,
+        work: F,
+    ) -> Result<T>
     where
         F: Future<Output = Result<(T, Option<String>)>>,
     {
@@ -462,6 +478,7 @@ impl Orchestrator {
                 Ok(value)
             }
             Err(error) => {
+                let error = redact(error, secrets);
                 let duration = started.elapsed();
                 tracing::error!(parent: &span, ?duration, %error, "phase failed");
                 self.events.emit(LaunchEvent::PhaseFailed {
@@ -506,8 +523,9 @@ async fn wait_for_endpoint(endpoint: &Endpoint, timeout: Duration) -> Result<()>
             tracing::warn!(endpoint = %endpoint.url, error = %last_error, "endpoint did not respond");
             return Err(Error::Timeout {
                 operation: format!(
-                    "waiting for endpoint {} ({}) to respond (last error: {last_error})",
-                    endpoint.name, endpoint.url
+                    "waiting for endpoint {} ({}) to respond (last error: {last_error}); check that a \
+                     service listens on 0.0.0.0:{} inside the sandbox, not only on 127.0.0.1",
+                    endpoint.name, endpoint.url, endpoint.port
                 ),
                 after: timeout,
             });
@@ -533,6 +551,30 @@ async fn probe_endpoint(endpoint: &Endpoint) -> std::io::Result<()> {
         Ok(())
     } else {
         Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "the response is not HTTP"))
+    }
+}
+
+/// Replaces the values of `secrets` in the text of `error` with `[redacted]`: a step
+/// that prints a secret must not carry it into the error, the log or the terminal.
+fn redact(error: Error, secrets: &BTreeMap<String, Secret>) -> Error {
+    let values: Vec<&str> = secrets.values().map(Secret::expose).filter(|v| !v.is_empty()).collect();
+    if values.is_empty() {
+        return error;
+    }
+    let clean = |text: String| values.iter().fold(text, |text, value| text.replace(value, "[redacted]"));
+    match error {
+        Error::StepFailed { step, status, log_tail } => Error::StepFailed {
+            step: clean(step),
+            status: clean(status),
+            log_tail: clean(log_tail),
+        },
+        Error::Backend { service, message, source, retryable } => Error::Backend {
+            service,
+            message: clean(message),
+            source,
+            retryable,
+        },
+        other => other,
     }
 }
 

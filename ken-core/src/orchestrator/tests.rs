@@ -610,3 +610,37 @@ async fn gc_dry_run_removes_nothing() {
 fn default_owner_is_never_empty() {
     assert!(!default_owner().is_empty());
 }
+
+#[tokio::test]
+async fn secret_printed_by_failing_step_is_redacted() {
+    const VALUE: &str = "ken-secret-step-4411";
+    std::env::set_var("KEN_TEST_STEP_SECRET_4411", VALUE);
+    let project = Project::new(
+        "secrets = [\"KEN_TEST_STEP_SECRET_4411\"]\n[[steps]]\nname = \"leaky\"\nrun = \"echo $KEN_TEST_STEP_SECRET_4411; exit 9\"\n",
+    );
+    let destroyed = Destroyed::default();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink_events = events.clone();
+    let provider = provider_with(&destroyed, |request| {
+        if mentions(request, "exit 9") {
+            finished(9, "")
+        } else if mentions(request, "tail") {
+            finished(0, &format!("token is {VALUE}\n"))
+        } else {
+            finished(0, "")
+        }
+    });
+    let orchestrator = Orchestrator::builder(Arc::new(provider))
+        .events(EventSink::new(move |e| sink_events.lock().unwrap().push(format!("{e:?}"))))
+        .build();
+
+    let error = orchestrator
+        .launch(&project.manifest(), LaunchOptions::default().name(name()))
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("token is [redacted]"), "{message}");
+    assert!(!message.contains(VALUE), "{message}");
+    let events = events.lock().unwrap().join("\n");
+    assert!(!events.contains(VALUE), "{events}");
+}

@@ -1,10 +1,14 @@
-//! Connecting to the sandbox provider and building the orchestrator every command uses.
+//! Connecting to the sandbox provider, choosing the agent harness and building the
+//! orchestrator every command uses.
 
 use std::sync::Arc;
 
 use clap::ValueEnum;
+use ken_core::harness::AgentHarness;
+use ken_core::manifest::ExtensionConfig;
 use ken_core::orchestrator::Orchestrator;
 use ken_core::{EventSink, SandboxProvider};
+use ken_harness_opencode::{CommandHarness, OpenCodeHarness};
 use ken_provider_docker::DockerProvider;
 
 use crate::GlobalArgs;
@@ -15,6 +19,9 @@ pub(crate) enum ProviderKind {
     /// Containers on the local Docker engine (DOCKER_HOST, or its default socket).
     Docker,
 }
+
+/// The `kind` values of `[harness]` this build of `ken` contains.
+pub(crate) const HARNESS_KINDS: [&str; 3] = ["opencode", "claude-code", "codex"];
 
 /// Connects to the provider chosen by `--provider`.
 pub(crate) async fn connect(kind: ProviderKind) -> anyhow::Result<Arc<dyn SandboxProvider>> {
@@ -28,17 +35,75 @@ pub(crate) async fn connect(kind: ProviderKind) -> anyhow::Result<Arc<dyn Sandbo
     }
 }
 
+/// An agent harness chosen by a manifest's `[harness]` table. The OpenCode harness is
+/// kept as its own type too, because `ken attach` reads its raw event feed.
+#[derive(Debug, Clone)]
+pub(crate) enum Harness {
+    /// `kind = "opencode"`.
+    OpenCode(Arc<OpenCodeHarness>),
+    /// `kind = "claude-code"` or `kind = "codex"`.
+    Command(Arc<CommandHarness>),
+}
+
+impl Harness {
+    /// Builds the harness of a `[harness]` table. An unknown kind or an invalid
+    /// setting is invalid input (exit status 2).
+    pub(crate) fn from_config(config: &ExtensionConfig) -> anyhow::Result<Harness> {
+        let harness = match config.kind.as_str() {
+            "opencode" => {
+                Harness::OpenCode(Arc::new(OpenCodeHarness::from_settings(&config.settings)?))
+            }
+            "claude-code" => Harness::Command(Arc::new(CommandHarness::claude_code())),
+            "codex" => Harness::Command(Arc::new(CommandHarness::codex())),
+            other => {
+                return Err(ken_core::Error::invalid(
+                    "harness.kind",
+                    other,
+                    format!(
+                        "unknown harness kind; use one of {} in the manifest's [harness] table",
+                        HARNESS_KINDS.map(|kind| format!("\"{kind}\"")).join(", ")
+                    ),
+                )
+                .into())
+            }
+        };
+        Ok(harness)
+    }
+
+    /// Returns the harness as the trait object the orchestrator takes.
+    pub(crate) fn as_dyn(&self) -> Arc<dyn AgentHarness> {
+        match self {
+            Harness::OpenCode(harness) => harness.clone(),
+            Harness::Command(harness) => harness.clone(),
+        }
+    }
+}
+
 /// Builds an orchestrator for the global options, sending launch progress to `events`.
-pub(crate) async fn orchestrator(
+/// With a `harness`, every launch also starts that agent in the new sandbox.
+pub(crate) async fn orchestrator_with(
     global: &GlobalArgs,
     events: EventSink,
+    harness: Option<&Harness>,
 ) -> anyhow::Result<Orchestrator> {
     let provider = connect(global.provider).await?;
     let mut builder = Orchestrator::builder(provider).events(events);
     if let Some(owner) = &global.owner {
         builder = builder.owner(owner.clone());
     }
+    if let Some(harness) = harness {
+        builder = builder.harness(harness.as_dyn());
+    }
     let orchestrator = builder.build();
     tracing::debug!(?orchestrator, "orchestrator ready");
     Ok(orchestrator)
+}
+
+/// Builds an orchestrator without an agent harness, for the commands that launch
+/// nothing.
+pub(crate) async fn orchestrator(
+    global: &GlobalArgs,
+    events: EventSink,
+) -> anyhow::Result<Orchestrator> {
+    orchestrator_with(global, events, None).await
 }

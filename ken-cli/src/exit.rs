@@ -14,6 +14,10 @@ pub(crate) const INVALID_INPUT: u8 = 2;
 pub(crate) const NOT_FOUND: u8 = 3;
 /// A sandbox of that name exists already.
 pub(crate) const ALREADY_EXISTS: u8 = 4;
+/// `ken prompt`, `ken attach`: the turn failed (the agent or the model reported an error).
+pub(crate) const TURN_FAILED: u8 = 5;
+/// `ken prompt`, `ken attach`: the turn was aborted, for example from the web UI.
+pub(crate) const TURN_ABORTED: u8 = 6;
 /// `ken exec`: the command's `--timeout` passed, as with coreutils `timeout`.
 pub(crate) const TIMED_OUT: u8 = 124;
 /// `ken exec`: the command was killed (128 + SIGKILL).

@@ -9,6 +9,7 @@ mod output;
 mod progress;
 mod signal;
 mod stream;
+mod turn;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -28,7 +29,9 @@ Exit status:
   2    invalid input (manifest, sandbox name, command-line usage)
   3    not found (sandbox, service log)
   4    already exists (sandbox name taken)
-  130  interrupted by Ctrl-C (143 for SIGTERM)
+  5    `ken prompt`/`ken attach`: the agent's turn failed (agent or model error)
+  6    `ken prompt`/`ken attach`: the turn was aborted (from the web UI, say)
+  130  interrupted by Ctrl-C (143 for SIGTERM); `ken prompt` aborts the turn first
 `ken exec` exits with the command's own exit code instead: 124 when --timeout
 passed and 137 when the command was killed.";
 
@@ -84,6 +87,10 @@ enum Command {
     Logs(commands::logs::Args),
     /// Print the URLs of a sandbox's exposed ports.
     Urls(commands::urls::Args),
+    /// Send a prompt to a sandbox's agent and show its progress until the turn ends.
+    Prompt(commands::prompt::Args),
+    /// Follow the events of an agent session that is running in a sandbox.
+    Attach(commands::attach::Args),
     /// Remove sandboxes and everything made for them.
     Rm(commands::rm::Args),
     /// Remove expired and abandoned sandboxes and resources left behind by them.
@@ -100,6 +107,8 @@ impl Command {
             Command::Urls(args) => args.json,
             Command::Rm(args) => args.json,
             Command::Gc(args) => args.json,
+            Command::Prompt(args) => args.json,
+            Command::Attach(args) => args.json,
             Command::Exec(_) | Command::Logs(_) => false,
         }
     }
@@ -127,6 +136,17 @@ fn init_tracing(verbose: u8) {
     } else {
         return;
     };
+    // bollard logs request bodies at debug level, and a container's create request
+    // carries its secret environment, so its logs stop at info whatever the user asks.
+    let mut filter = filter;
+    for quiet in [
+        "bollard=info",
+        "hyper=info",
+        "hyper_util=info",
+        "reqwest=info",
+    ] {
+        filter = filter.add_directive(quiet.parse().expect("valid directive"));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -144,6 +164,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Urls(args) => commands::urls::run(args, global).await,
         Command::Rm(args) => commands::rm::run(args, global).await,
         Command::Gc(args) => commands::gc::run(args, global).await,
+        Command::Prompt(args) => commands::prompt::run(args, global).await,
+        Command::Attach(args) => commands::attach::run(args, global).await,
     }
 }
 

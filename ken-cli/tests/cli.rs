@@ -177,3 +177,74 @@ fn unreachable_engine_error_as_json() {
         "{value}"
     );
 }
+
+#[test]
+fn help_documents_turn_exit_statuses() {
+    let output = run_ken(["--help"]);
+    let help = stdout(&output);
+    for line in ["5    `ken prompt`", "6    `ken prompt`"] {
+        assert!(help.contains(line), "missing {line:?} in:\n{help}");
+    }
+}
+
+#[test]
+fn prompt_without_text_is_usage_error() {
+    let output = run_ken(["prompt"]);
+    assert_eq!(code(&output), 2, "{}", describe(&output));
+    assert!(stderr(&output).contains("TEXT"), "{}", describe(&output));
+}
+
+#[test]
+fn prompt_with_empty_text_exits_2() {
+    let output = run_ken(["prompt", "--name", "demo", "  "]);
+    assert_eq!(code(&output), 2, "{}", describe(&output));
+    assert!(
+        stderr(&output).contains("the prompt is empty"),
+        "{}",
+        describe(&output)
+    );
+}
+
+#[test]
+fn prompt_session_needs_name() {
+    let output = run_ken(["prompt", "--session", "ses_1", "fix it"]);
+    assert_eq!(code(&output), 2, "{}", describe(&output));
+    assert!(stderr(&output).contains("--name"), "{}", describe(&output));
+}
+
+#[test]
+fn unknown_harness_kind_exits_2_naming_it() {
+    let project = Project::new("name = \"demo\"\n\n[harness]\nkind = \"aider\"\n");
+    let manifest = project.manifest();
+    for command in ["prompt", "new"] {
+        let mut args = vec![command, "--manifest", manifest.to_str().unwrap()];
+        if command == "prompt" {
+            args.push("fix it");
+        }
+        let output = run_ken(&args);
+        assert_eq!(code(&output), 2, "ken {command}: {}", describe(&output));
+        let message = stderr(&output);
+        assert!(message.contains("\"aider\""), "ken {command}: {message}");
+        assert!(
+            message.contains("\"opencode\""),
+            "ken {command} does not list the known kinds: {message}"
+        );
+    }
+}
+
+#[test]
+fn prompt_manifest_without_harness_exits_2() {
+    let project = Project::new("name = \"demo\"\n");
+    let output = run_ken([
+        "prompt",
+        "--manifest",
+        project.manifest().to_str().unwrap(),
+        "fix it",
+    ]);
+    assert_eq!(code(&output), 2, "{}", describe(&output));
+    assert!(
+        stderr(&output).contains("[harness]"),
+        "{}",
+        describe(&output)
+    );
+}

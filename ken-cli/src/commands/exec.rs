@@ -54,7 +54,7 @@ pub(crate) struct Args {
     command: Vec<String>,
 }
 
-fn parse_positive_duration(value: &str) -> Result<Duration, String> {
+pub(crate) fn parse_positive_duration(value: &str) -> Result<Duration, String> {
     match humantime::parse_duration(value) {
         Ok(duration) if !duration.is_zero() => Ok(duration),
         Ok(_) => Err("the duration must be longer than zero".to_owned()),
@@ -143,7 +143,7 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<u8> {
 
 /// Waits until the sandbox's launch has finished, telling the user why nothing
 /// happens yet. A sandbox that never appears is reported as not found.
-async fn wait_until_ready(
+pub(crate) async fn wait_until_ready(
     orchestrator: &Orchestrator,
     name: &SandboxName,
     timeout: Duration,

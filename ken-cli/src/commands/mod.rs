@@ -1,11 +1,13 @@
 //! One module per `ken` command. Each has an `Args` struct for clap and a `run`
 //! function that returns the exit status.
 
+pub(crate) mod attach;
 pub(crate) mod exec;
 pub(crate) mod gc;
 pub(crate) mod list;
 pub(crate) mod logs;
 pub(crate) mod new;
+pub(crate) mod prompt;
 pub(crate) mod rm;
 pub(crate) mod urls;
 

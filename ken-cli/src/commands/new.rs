@@ -2,9 +2,13 @@
 
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use ken_core::orchestrator::{LaunchOptions, Launched, Orchestrator};
+use ken_core::sandbox::Endpoint;
 use ken_core::{Manifest, SandboxName};
 
+use crate::context::Harness;
 use crate::output;
 use crate::progress::{Progress, Style};
 use crate::signal::{self, Interrupt};
@@ -27,7 +31,7 @@ pub(crate) struct Args {
 
 /// Reads and validates the manifest. Every failure here is invalid input (exit 2) and
 /// happens before anything is created.
-fn load_manifest(path: &Path) -> anyhow::Result<Manifest> {
+pub(crate) fn load_manifest(path: &Path) -> anyhow::Result<Manifest> {
     match Manifest::load(path) {
         Ok(manifest) => Ok(manifest),
         Err(ken_core::Error::Io { source, .. }) => Err(ken_core::Error::invalid(
@@ -42,30 +46,52 @@ fn load_manifest(path: &Path) -> anyhow::Result<Manifest> {
 
 pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<u8> {
     let manifest = load_manifest(&args.manifest)?;
+    let harness = manifest
+        .harness
+        .as_ref()
+        .map(Harness::from_config)
+        .transpose()?;
     let progress = Progress::new(Style::detect(args.json, global.logs_to_stderr()));
-    let orchestrator = crate::context::orchestrator(global, progress.sink()).await?;
+    let orchestrator =
+        crate::context::orchestrator_with(global, progress.sink(), harness.as_ref()).await?;
 
+    match launch(&orchestrator, &progress, &manifest, args.name).await? {
+        Ok(launched) => {
+            print_result(&launched, args.json)?;
+            Ok(exit::SUCCESS)
+        }
+        Err(code) => Ok(code),
+    }
+}
+
+/// Launches a sandbox from `manifest`, showing progress. On Ctrl-C it drops the
+/// launch, waits for the teardown of what it made and returns the exit status as
+/// the error variant of the inner result.
+pub(crate) async fn launch(
+    orchestrator: &Orchestrator,
+    progress: &Arc<Progress>,
+    manifest: &Manifest,
+    name: Option<SandboxName>,
+) -> anyhow::Result<Result<Launched, u8>> {
     let mut options = LaunchOptions::default();
-    if let Some(name) = args.name {
+    if let Some(name) = name {
         options = options.name(name);
     }
 
     // The launch future is boxed so that it can be dropped on Ctrl-C: dropping it is
     // what starts the teardown of everything it made.
-    let mut launch = Box::pin(orchestrator.launch(&manifest, options));
+    let mut launch = Box::pin(orchestrator.launch(manifest, options));
     let interrupt = tokio::select! {
-        result = &mut launch => {
-            let launched = result?;
-            print_result(&launched, args.json)?;
-            return Ok(exit::SUCCESS);
-        }
+        result = &mut launch => return Ok(Ok(result?)),
         interrupt = signal::interrupted() => interrupt,
     };
     progress.interrupt();
     progress.note("cancelled; removing what was made (press Ctrl-C again to exit at once)");
     tracing::info!(signal = ?interrupt, "launch cancelled; waiting for its teardown");
     drop(launch);
-    wait_for_teardown(&orchestrator, &progress, interrupt).await
+    wait_for_teardown(orchestrator, progress, interrupt)
+        .await
+        .map(Err)
 }
 
 /// Waits for the teardown of a dropped launch; a second signal exits at once.
@@ -93,14 +119,42 @@ fn print_result(launched: &Launched, json: bool) -> anyhow::Result<()> {
         });
         return output::print_json(&value);
     }
-    let width = output::name_width(launched.endpoints.iter().map(|e| e.name.as_str()));
     let mut text = format!("{name}\n");
-    for endpoint in &launched.endpoints {
-        text.push_str(&format!("{:<width$}  {}\n", endpoint.name, endpoint.url));
-    }
+    text.push_str(&endpoint_lines(name.as_str(), &launched.endpoints));
     text.push_str(&format!(
         "ready in {}\n",
         output::duration(launched.report.total)
     ));
     output::print_stdout(&text)
+}
+
+/// Returns one `name  url` line per endpoint of sandbox `sandbox`. An endpoint with
+/// credentials also shows its user name and how to read the password, never the
+/// password itself.
+pub(crate) fn endpoint_lines(sandbox: &str, endpoints: &[Endpoint]) -> String {
+    let width = output::name_width(endpoints.iter().map(|e| e.name.as_str()));
+    let mut text = String::new();
+    for endpoint in endpoints {
+        match &endpoint.credentials {
+            Some(credentials) => text.push_str(&format!(
+                "{:<width$}  {}  (user {}, password: {})\n",
+                endpoint.name,
+                endpoint.url,
+                credentials.username,
+                password_command(sandbox)
+            )),
+            None => text.push_str(&format!("{:<width$}  {}\n", endpoint.name, endpoint.url)),
+        }
+    }
+    text
+}
+
+/// Returns the command that prints the OpenCode server's password, which
+/// `OpenCodeHarness::start` stores in the sandbox. Only the OpenCode harness returns
+/// endpoints with credentials.
+pub(crate) fn password_command(sandbox: &str) -> String {
+    format!(
+        "`ken exec {sandbox} -- cat {}/password`",
+        ken_harness_opencode::state_dir()
+    )
 }

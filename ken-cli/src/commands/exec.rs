@@ -141,6 +141,24 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<u8> {
     Ok(interrupt.exit_code())
 }
 
+/// How long `ken exec` and `ken prompt --name` wait for a sandbox that does not exist
+/// to be created by a launch in progress.
+const ABSENT_WAIT: Duration = Duration::from_secs(60);
+
+/// Polls until a sandbox named `name` exists, for at most `limit`.
+async fn wait_until_exists(orchestrator: &Orchestrator, name: &SandboxName, limit: Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match orchestrator.provider().get(name).await {
+            Ok(_) => return Ok(()),
+            Err(error) if error.is_not_found() && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
 /// Waits until the sandbox's launch has finished, telling the user why nothing
 /// happens yet. A sandbox that never appears is reported as not found.
 pub(crate) async fn wait_until_ready(
@@ -152,9 +170,17 @@ pub(crate) async fn wait_until_ready(
     match orchestrator.get(name).await {
         Ok(summary) if summary.ready => return Ok(Sandbox::new(orchestrator.provider().clone(), summary.info)),
         Ok(_) => output::note(&format!("waiting up to {limit} for sandbox {name} to become ready")),
-        Err(error) if error.is_not_found() => output::note(&format!(
-            "sandbox {name} does not exist yet; waiting up to {limit} for a launch to create it and make it ready"
-        )),
+        Err(error) if error.is_not_found() => {
+            // A mistyped name should not hang for the whole timeout, so a sandbox that
+            // does not exist gets a shorter wait for a launch to create it.
+            let appear = timeout.min(ABSENT_WAIT);
+            output::note(&format!(
+                "sandbox {name} does not exist yet; waiting up to {} for a launch to create it",
+                humantime::format_duration(appear)
+            ));
+            wait_until_exists(orchestrator, name, appear).await?;
+            output::note(&format!("waiting up to {limit} for sandbox {name} to become ready"));
+        }
         Err(error) => return Err(error.into()),
     }
     match orchestrator.wait_ready(name, timeout).await {

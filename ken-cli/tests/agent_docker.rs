@@ -1,6 +1,7 @@
 //! `ken new` and `ken prompt` with the OpenCode harness on a real Docker engine: the
 //! demo project's agent manifest, whose scripted model service edits the stylesheet
-//! through OpenCode's tools.
+//! through OpenCode's tools. The last step removes the sandbox in the middle of a
+//! turn.
 //!
 //! The test skips itself when the engine is unreachable, unless KEN_REQUIRE_DOCKER=1
 //! is set, in which case it fails. The sandbox is removed by a guard, also when the
@@ -9,15 +10,20 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::Output;
-use std::time::Duration;
+use std::process::{Child, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use common::{
-    code, describe, docker_available, run_ken, stderr, stdout, unique_name, SandboxGuard,
+    code, describe, docker_available, ken, run_ken, stderr, stdout, unique_name, SandboxGuard,
 };
+
+/// The time limit that turns a hang of `ken` into a test failure. It is far above
+/// every limit of the harness, so it never decides a passing run.
+const HANG_GUARD: Duration = Duration::from_secs(300);
 
 fn agent_manifest() -> PathBuf {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -68,6 +74,86 @@ fn endpoint_url(urls: &Output, name: &str) -> String {
         .and_then(|endpoint| endpoint["url"].as_str())
         .unwrap_or_else(|| panic!("no endpoint {name:?} in {endpoints}"))
         .to_owned()
+}
+
+/// Waits for `child` to exit, killing it and failing the test after [`HANG_GUARD`].
+fn wait_or_kill(child: &mut Child, command: &str) -> ExitStatus {
+    let deadline = Instant::now() + HANG_GUARD;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{command} was still running after {HANG_GUARD:?}; it was killed");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Starts `ken prompt --json "reply slowly"` in the sandbox, waits for the first text
+/// of the reply, removes the sandbox with `ken rm`, and returns how `ken prompt`
+/// exited and what it printed on stderr.
+fn prompt_while_removing(name: &str, manifest: &str) -> (ExitStatus, String) {
+    let mut child = ken()
+        .args([
+            "prompt",
+            "--name",
+            name,
+            "--manifest",
+            manifest,
+            "--json",
+            "reply slowly",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("failed to start ken prompt");
+    let (lines, received) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if lines.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut stderr = child.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+
+    let deadline = Instant::now() + HANG_GUARD;
+    let mut shown = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = received.recv_timeout(left) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "ken prompt showed no reply text; it printed:\n{}",
+                shown.join("\n")
+            );
+        };
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        shown.push(line);
+        if event["type"] == "text" {
+            break;
+        }
+    }
+
+    let removed = run_ken(["rm", name]);
+    assert_eq!(
+        code(&removed),
+        0,
+        "ken rm during a turn: {}",
+        describe(&removed)
+    );
+    let status = wait_or_kill(&mut child, "ken prompt in a removed sandbox");
+    (status, stderr.join().unwrap())
 }
 
 #[test]
@@ -159,6 +245,23 @@ fn prompt_turns_demo_pink() {
     assert_eq!(
         status, 401,
         "the agent's web UI answers without the password"
+    );
+
+    // Last, because it removes the sandbox: `ken prompt` exits with status 1 when the
+    // sandbox goes away in the middle of the turn.
+    let (status, errors) = prompt_while_removing(&name, manifest);
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "ken prompt in a removed sandbox: {status}\n--- stderr ---\n{errors}"
+    );
+    let reported = errors
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|value| value["error"]["message"].is_string());
+    assert!(
+        reported.is_some(),
+        "ken prompt --json reported no error after the sandbox was removed:\n{errors}"
     );
 
     drop(guard);

@@ -11,6 +11,11 @@ use url::Url;
 /// The time limit of every request except the event stream.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The maximum time the event stream may stay silent. The server sends a heartbeat
+/// every 10 s, so a silent minute means the connection is gone, even when no TCP
+/// FIN or reset arrived.
+const EVENT_SILENCE_LIMIT: Duration = Duration::from_secs(60);
+
 /// The service name in errors.
 const SERVICE: &str = "opencode";
 
@@ -121,17 +126,25 @@ impl OpenCodeClient {
     /// values, `{id, type, properties}` each, starting with `server.connected`.
     ///
     /// The call returns once the server has sent the response headers, so events
-    /// caused by requests made after it are in the stream. The stream ends with an
-    /// error when the connection breaks.
+    /// caused by requests made after it are in the stream. It fails when the headers
+    /// take longer than the request time limit of 30 s. The stream ends with an error
+    /// when the connection breaks or stays silent for a minute.
     pub async fn events(&self) -> Result<BoxStream<'static, Result<Value>>> {
         let url = self.url("/event")?;
-        let response = self
+        let request = self
             .http
             .get(url)
             .basic_auth(&self.credentials.username, Some(self.credentials.password.expose()))
             .header(reqwest::header::ACCEPT, "text/event-stream")
-            .send()
+            .send();
+        // `RequestBuilder::timeout` would also cut the endless body, so only the wait
+        // for the headers is bounded here.
+        let response = tokio::time::timeout(REQUEST_TIMEOUT, request)
             .await
+            .map_err(|_| Error::Timeout {
+                operation: format!("waiting for the response headers of GET {}event", self.base),
+                after: REQUEST_TIMEOUT,
+            })?
             .map_err(|e| request_error("GET /event", e))?;
         let response = check_status("GET /event", response).await?;
         let state = (response, SseDecoder::default(), std::collections::VecDeque::<String>::new());
@@ -144,7 +157,14 @@ impl OpenCodeClient {
                     });
                     return Some((event, Some((response, decoder, ready))));
                 }
-                match response.chunk().await {
+                let Ok(chunk) = tokio::time::timeout(EVENT_SILENCE_LIMIT, response.chunk()).await else {
+                    let error = Error::Timeout {
+                        operation: "waiting for the next event or heartbeat of GET /event".to_owned(),
+                        after: EVENT_SILENCE_LIMIT,
+                    };
+                    return Some((Err(error), None));
+                };
+                match chunk {
                     Ok(Some(bytes)) => ready.extend(decoder.push(&bytes)),
                     Ok(None) => {
                         let error = Error::backend(SERVICE, "the event stream ended: the server stopped or the connection broke");

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use ken_core::harness::{AgentEvent, ToolStatus};
 use serde_json::Value;
 
-/// What one OpenCode event means for a turn.
+/// The meaning of one OpenCode event for a turn.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Mapped {

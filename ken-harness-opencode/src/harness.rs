@@ -35,9 +35,12 @@ pub fn log_path() -> String {
 /// The line `opencode serve` prints once it accepts requests.
 const LISTENING_LINE: &str = "opencode server listening on";
 
-/// The maximum time a turn's event stream may stay silent. The server sends a
-/// heartbeat every 10 s, so a silent minute means the connection is gone.
-const EVENT_SILENCE_LIMIT: Duration = Duration::from_secs(60);
+/// The time limit of each `/global/health` probe while the server may be starting.
+const HEALTH_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long the event stream may take to send `server.connected`, which OpenCode
+/// sends as soon as the stream opens.
+const FIRST_EVENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An [`AgentHarness`] that runs `opencode serve` inside the sandbox.
 ///
@@ -207,12 +210,10 @@ echo "$!" >{dir}/serve.pid"#,
         let timeout = self.settings.startup_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         let check = format!(
-            r#"grep -qF {line} {log} && exit 0
-pid=$(cat {dir}/serve.pid) && [ -d /proc/$pid ] && ! grep -qs '^State:[[:space:]]*Z' /proc/$pid/status && exit 1
-exit 2"#,
+            "grep -qF {line} {log} && exit 0\n{alive} && exit 1\nexit 2",
             line = shell_quote(LISTENING_LINE),
             log = shell_quote(&log_path()),
-            dir = shell_quote(&state_dir()),
+            alive = server_alive_test(),
         );
         let mut interval = Duration::from_millis(100);
         loop {
@@ -239,28 +240,50 @@ exit 2"#,
         }
     }
 
-    /// Polls `/global/health` through the endpoint with a short timeout per request.
-    async fn wait_healthy(&self, client: &OpenCodeClient) -> Result<Value> {
-        let timeout = Duration::from_secs(30);
-        let deadline = tokio::time::Instant::now() + timeout;
+    /// Polls `/global/health` until the server responds, and returns the response.
+    ///
+    /// Each probe gets [`HEALTH_PROBE_TIMEOUT`], because OpenCode 1.18.33 can accept a
+    /// request in the fraction of a second before it listens and never respond to it. While
+    /// the server does not respond, its process must stay alive, and the probes stop
+    /// after the startup timeout. A server that is up costs one request.
+    async fn wait_ready(&self, sandbox: &Sandbox, client: &OpenCodeClient) -> Result<Value> {
+        let limit = self.settings.startup_timeout;
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut interval = Duration::from_millis(100);
+        let mut logged = false;
         loop {
-            match client.health(Duration::from_secs(3)).await {
+            let problem = match client.health(HEALTH_PROBE_TIMEOUT).await {
                 Ok(health) if health["healthy"] == true => return Ok(health),
                 Err(error @ Error::Unauthenticated { .. }) => return Err(error),
-                Ok(_) | Err(_) if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                Ok(health) => {
-                    return Err(Error::backend("opencode", format!("the server reports it is not healthy: {health}")))
-                }
-                Err(error) => {
-                    return Err(Error::Timeout {
-                        operation: format!("waiting for OpenCode at {} to respond ({error})", client.base_url()),
-                        after: timeout,
-                    })
-                }
+                Ok(health) => format!("it reports it is not healthy: {health}"),
+                Err(error) => error.to_string(),
+            };
+            if !self.server_alive(sandbox).await? {
+                return Err(Error::StepFailed {
+                    step: "opencode serve".to_owned(),
+                    status: format!("not running, so {} does not respond ({problem})", client.base_url()),
+                    log_tail: self.log_tail(sandbox).await,
+                });
             }
+            if tokio::time::Instant::now() + interval > deadline {
+                return Err(Error::Timeout {
+                    operation: format!("waiting for OpenCode at {} to respond ({problem})", client.base_url()),
+                    after: limit,
+                });
+            }
+            if !logged {
+                tracing::info!(sandbox.name = %sandbox.name(), phase = "harness", url = %client.base_url(), %problem, "opencode does not respond yet; waiting for it to start");
+                logged = true;
+            }
+            tokio::time::sleep(interval).await;
+            interval = (interval * 2).min(Duration::from_secs(1));
         }
+    }
+
+    /// Returns whether the process in the server's pid file is alive and not a zombie.
+    async fn server_alive(&self, sandbox: &Sandbox) -> Result<bool> {
+        let request = ExecRequest::shell(server_alive_test()).timeout(Duration::from_secs(10));
+        Ok(sandbox.exec_output(request).await?.status.success())
     }
 
     async fn log_tail(&self, sandbox: &Sandbox) -> String {
@@ -305,7 +328,7 @@ impl AgentHarness for OpenCodeHarness {
 
         let credentials = credentials(password);
         let client = OpenCodeClient::new(endpoint.url.clone(), credentials.clone())?;
-        let health = self.wait_healthy(&client).await?;
+        let health = self.wait_ready(sandbox, &client).await?;
         tracing::info!(
             sandbox.name = %sandbox.name(),
             phase = "harness",
@@ -321,6 +344,8 @@ impl AgentHarness for OpenCodeHarness {
 
     async fn prompt(&self, sandbox: &Sandbox, request: PromptRequest) -> Result<AgentTurn> {
         let client = self.client(sandbox).await?;
+        // The server may still be starting, for example right after a restart.
+        self.wait_ready(sandbox, &client).await?;
         let info = match &request.session {
             Some(session) => client.session(session).await?,
             None => {
@@ -332,7 +357,11 @@ impl AgentHarness for OpenCodeHarness {
         let project_dir = info["directory"].as_str().unwrap_or_default().to_owned();
         // Subscribe first, so no event of the turn can be missed.
         let mut events = client.events().await?;
-        match events.next().await {
+        let first = tokio::time::timeout(FIRST_EVENT_TIMEOUT, events.next()).await.map_err(|_| Error::Timeout {
+            operation: format!("waiting for the first event from {}", client.base_url()),
+            after: FIRST_EVENT_TIMEOUT,
+        })?;
+        match first {
             Some(Ok(first)) if first["type"] == "server.connected" => {}
             Some(Ok(first)) => tracing::debug!(event = %first["type"], "the event stream did not start with server.connected"),
             Some(Err(error)) => return Err(error),
@@ -367,14 +396,12 @@ async fn drive_turn(
     mut mapper: EventMapper,
     mut sender: EventSender,
 ) {
+    // The client's stream ends with an error when the connection breaks or stays
+    // silent, so this loop always ends.
     loop {
-        let next = match tokio::time::timeout(EVENT_SILENCE_LIMIT, events.next()).await {
-            Ok(Some(next)) => next,
-            Ok(None) => Err(Error::backend("opencode", "the event stream ended before the turn finished")),
-            Err(_) => Err(Error::Timeout {
-                operation: format!("waiting for events of session {session}"),
-                after: EVENT_SILENCE_LIMIT,
-            }),
+        let next = match events.next().await {
+            Some(next) => next,
+            None => Err(Error::backend("opencode", "the event stream ended before the turn finished")),
         };
         let event = match next {
             Ok(event) => event,
@@ -438,6 +465,15 @@ pub fn image_lines(version: &str) -> Vec<String> {
         "    && rm -rf /var/lib/apt/lists/*".to_owned(),
     ])
     .collect()
+}
+
+/// Returns a shell test that succeeds when the process in the server's pid file is
+/// alive and not a zombie.
+fn server_alive_test() -> String {
+    format!(
+        "pid=$(cat {dir}/serve.pid) && [ -n \"$pid\" ] && [ -d /proc/$pid ] && ! grep -qs '^State:[[:space:]]*Z' /proc/$pid/status",
+        dir = shell_quote(&state_dir()),
+    )
 }
 
 fn credentials(password: Secret) -> Credentials {

@@ -1,6 +1,8 @@
 //! The OpenCode harness end to end on a real Docker engine: the demo project with
 //! OpenCode in its image, launched through the orchestrator, prompted against a
-//! scripted OpenAI-compatible model that runs inside the sandbox.
+//! scripted OpenAI-compatible model that runs inside the sandbox. The last steps
+//! restart the server and prompt it before it listens, then destroy the sandbox in
+//! the middle of a turn.
 //!
 //! Set `KEN_RECORD_EVENTS=DIR` to save the raw `/event` feed and the final messages of
 //! the pink, provider-error and abort turns into DIR, as `tests/fixtures/events-*`
@@ -83,6 +85,53 @@ async fn start_scripted_model(sandbox: &Sandbox) {
     ken_core::plan::wait_for_probe(sandbox.provider().as_ref(), sandbox.name(), &probe, Duration::from_secs(20), "scripted model")
         .await
         .unwrap();
+}
+
+/// The time limit that turns a hang of the product into a test failure. It is far
+/// above every limit of the harness, so it never decides a passing run.
+const HANG_GUARD: Duration = Duration::from_secs(300);
+
+/// Stops the OpenCode server by its pid file and starts it again with the command
+/// line, environment and working folder read from `/proc` before the stop, so the
+/// new server has the same password, configuration and model key.
+///
+/// The new process sleeps two seconds before it execs `opencode serve`, so the server
+/// is certainly not listening when this returns. Returns how many "listening" lines
+/// the server log contained at that point.
+async fn restart_server_late(sandbox: &Sandbox) -> usize {
+    let script = r#"set -e
+dir=/run/ken/opencode
+log=/var/log/ken/opencode.log
+pid=$(cat "$dir/serve.pid")
+cp "/proc/$pid/environ" "$dir/restart.environ"
+cp "/proc/$pid/cmdline" "$dir/restart.cmdline"
+cd "$(readlink "/proc/$pid/cwd")"
+kill "$pid"
+for _ in $(seq 100); do
+  if [ ! -d "/proc/$pid" ] || grep -qs '^State:[[:space:]]*Z' "/proc/$pid/status"; then break; fi
+  sleep 0.1
+done
+if [ -d "/proc/$pid" ] && ! grep -qs '^State:[[:space:]]*Z' "/proc/$pid/status"; then
+  echo "opencode serve (pid $pid) is still running 10 s after SIGTERM" >&2
+  exit 1
+fi
+setsid bash -c 'sleep 2
+readarray -d "" vars <"$0/restart.environ"
+readarray -d "" argv <"$0/restart.cmdline"
+exec env -i "${vars[@]}" "${argv[@]}"' "$dir" </dev/null >>"$log" 2>&1 &
+echo "$!" >"$dir/serve.pid"
+grep -cF 'opencode server listening on' "$log""#;
+    let output = sandbox
+        .exec_output(ExecRequest::new(["bash", "-c", script]))
+        .await
+        .unwrap();
+    assert!(output.status.success(), "restarting opencode serve failed: {}", output.stderr_text());
+    output.stdout_text().trim().parse().unwrap()
+}
+
+async fn listening_lines(sandbox: &Sandbox) -> usize {
+    let count = exec_text(sandbox, "grep -cF 'opencode server listening on' /var/log/ken/opencode.log").await;
+    count.trim().parse().unwrap()
 }
 
 async fn http_status(url: &url::Url, credentials: Option<&Credentials>) -> u16 {
@@ -181,7 +230,7 @@ async fn opencode_edits_demo_and_serves_ui() {
     assert!(left.is_empty(), "left behind: {left:?}");
     match result {
         Ok(Ok(())) => {}
-        Ok(Err(error)) => panic!("launch failed: {error}"),
+        Ok(Err(error)) => panic!("the launch or a step after it failed: {error}"),
         Err(panic) => std::panic::resume_unwind(panic),
     }
 }
@@ -304,5 +353,58 @@ async fn exercise(harness: &OpenCodeHarness, launched: ken_core::orchestrator::L
     }
     recorder.finish(&turn.session).await;
     assert_eq!(seen.last(), Some(&AgentEvent::Aborted), "{seen:#?}");
+
+    // A prompt sent while the server is starting waits until it responds. Requests
+    // that reach OpenCode just before it listens can hang forever, so an unprotected
+    // first request would fail or hang here.
+    let listening_before = restart_server_late(&sandbox).await;
+    let early = tokio::time::timeout(
+        HANG_GUARD,
+        harness.prompt_to_end(&sandbox, PromptRequest { text: "say hello".into(), ..Default::default() }),
+    )
+    .await
+    .expect("a prompt to a starting server hung")?;
+    assert_eq!(
+        early.outcome(),
+        Some(&AgentEvent::Finished { text: Some("hello from the scripted model".into()) }),
+        "{:#?}\nopencode log: {}",
+        early.events,
+        exec_text(&sandbox, "tail -n 40 /var/log/ken/opencode.log").await
+    );
+    assert_eq!(listening_lines(&sandbox).await, listening_before + 1, "the server did not restart once");
+
+    // Last, because it ends the sandbox: destroying the sandbox in the middle of a
+    // turn ends the turn's events with an error instead of leaving them open.
+    let mut turn = harness
+        .prompt(&sandbox, PromptRequest { text: "reply slowly".into(), ..Default::default() })
+        .await?;
+    loop {
+        let next = tokio::time::timeout(HANG_GUARD, turn.events.next()).await.expect("no text of the slow turn arrived");
+        match next {
+            Some(Ok(AgentEvent::Text { .. })) => break,
+            Some(Ok(event)) => assert!(!event.is_terminal(), "the slow turn ended early: {event:?}"),
+            other => panic!("the slow turn's events ended before any text: {other:?}"),
+        }
+    }
+    sandbox.provider().destroy(sandbox.name()).await?;
+    let end = tokio::time::timeout(HANG_GUARD, async {
+        while let Some(next) = turn.events.next().await {
+            match next {
+                Ok(event) if !event.is_terminal() => continue,
+                end => return Some(end),
+            }
+        }
+        None
+    })
+    .await
+    .expect("the turn's events stayed open after the sandbox was destroyed");
+    match end {
+        Some(Err(error)) => eprintln!("the turn ended after the sandbox was destroyed: {error}"),
+        Some(Ok(event)) => assert!(
+            !matches!(event, AgentEvent::Finished { .. }),
+            "a turn whose sandbox was destroyed finished: {event:?}"
+        ),
+        None => panic!("the turn's events ended without an error or a terminal event"),
+    }
     Ok(())
 }

@@ -15,10 +15,10 @@ use crate::{exit, output};
 /// The events of one turn, as `AgentHarness::prompt` returns them.
 pub(crate) type TurnEvents = BoxStream<'static, ken_core::Result<AgentEvent>>;
 
-/// How following a turn ended.
+/// The way following a turn ended.
 #[derive(Debug)]
 pub(crate) enum FollowEnd {
-    /// The turn ended; the exit status says how (0, 5 or 6).
+    /// The turn ended; the exit status (0, 5 or 6) gives its outcome.
     Ended(u8),
     /// The user pressed Ctrl-C (or sent SIGTERM) before the turn ended.
     Interrupted(Interrupt),
@@ -289,7 +289,7 @@ impl TurnView {
     }
 }
 
-/// What `ken prompt` and `ken attach` print before the events.
+/// The header `ken prompt` and `ken attach` print before the events.
 #[derive(Debug)]
 pub(crate) struct TurnHeader {
     /// The sandbox's name.

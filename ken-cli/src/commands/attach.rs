@@ -41,7 +41,7 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<u8> {
     let harness = Harness::OpenCode(opencode);
     let agent_url = super::prompt::agent_url_of(&orchestrator, &sandbox, &harness).await;
 
-    // NOTE: opencode-ai 1.18.33 answers an unknown session id with HTTP 500, not
+    // NOTE: opencode-ai 1.18.33 returns HTTP 500 for an unknown session id, not
     // 404, so a mistyped --session exits with status 1 rather than 3.
     let known = match &args.session {
         Some(id) => Some(client.session(id).await?),

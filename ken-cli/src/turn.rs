@@ -301,3 +301,23 @@ pub(crate) struct TurnHeader {
     /// The user name of the web UI's login.
     pub(crate) username: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_events_map_to_exit_codes() {
+        assert_eq!(exit_code(&AgentEvent::Finished { text: None }), Some(exit::SUCCESS));
+        assert_eq!(
+            exit_code(&AgentEvent::Failed { message: "model error".into() }),
+            Some(exit::TURN_FAILED)
+        );
+        assert_eq!(exit_code(&AgentEvent::Aborted), Some(exit::TURN_ABORTED));
+    }
+
+    #[test]
+    fn progress_events_have_no_exit_code() {
+        assert_eq!(exit_code(&AgentEvent::Text { delta: "hi".into() }), None);
+    }
+}

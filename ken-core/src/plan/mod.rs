@@ -98,7 +98,7 @@ pub async fn wait_for_probe<P: SandboxProvider + ?Sized>(
     what: &str,
 ) -> Result<()> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut interval = Duration::from_millis(100);
+    let mut interval = Duration::from_millis(50);
     loop {
         let attempt = ExecRequest::shell(probe.script()).timeout(Duration::from_secs(5));
         let output = provider.exec_output(sandbox, attempt).await?;
@@ -115,7 +115,7 @@ pub async fn wait_for_probe<P: SandboxProvider + ?Sized>(
             });
         }
         tokio::time::sleep(interval).await;
-        interval = (interval * 2).min(Duration::from_secs(1));
+        interval = (interval * 3 / 2).min(Duration::from_millis(250));
     }
 }
 

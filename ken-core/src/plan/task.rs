@@ -27,7 +27,7 @@ pub(crate) const PROBE_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Maximum wait between two readiness probe attempts.
-const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+const MAX_PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Creates the log folder and the pid file folder, writable by every user.
 pub(crate) const PREPARE_DIRS: &str = r#"mkdir -p "$KEN_LOG_DIR" "$KEN_RUN_DIR/services" &&
@@ -199,10 +199,10 @@ impl<'a> TaskContext<'a> {
     }
 
     /// Runs the readiness probe until it passes, the service exits, or the timeout
-    /// passes. Waits 100 ms after the first failed attempt, doubling up to 1 s.
+    /// passes. Waits 50 ms after the first failed attempt, growing by half up to 250 ms.
     async fn wait_until_ready(&self, task: &Task, readiness: &Readiness) -> Result<()> {
         let deadline = Instant::now() + readiness.timeout;
-        let mut interval = Duration::from_millis(100);
+        let mut interval = Duration::from_millis(50);
         let mut attempts = 0u32;
         loop {
             attempts += 1;
@@ -243,7 +243,7 @@ impl<'a> TaskContext<'a> {
                 });
             }
             tokio::time::sleep(interval.min(deadline - now)).await;
-            interval = (interval * 2).min(MAX_PROBE_INTERVAL);
+            interval = (interval * 3 / 2).min(MAX_PROBE_INTERVAL);
         }
     }
 

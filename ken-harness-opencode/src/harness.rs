@@ -370,12 +370,9 @@ impl AgentHarness for OpenCodeHarness {
         client.prompt_async(&session, &request.text).await?;
         tracing::info!(sandbox.name = %sandbox.name(), phase = "harness", provider = sandbox.provider().name(), session = %session, "prompt sent");
 
-        let mapper = EventMapper::new(session.clone(), project_dir);
-        let (sender, receiver) = futures::channel::mpsc::channel(64);
-        tokio::spawn(drive_turn(client, session.clone(), events, mapper, sender));
         Ok(AgentTurn {
-            session,
-            events: Box::pin(receiver),
+            session: session.clone(),
+            events: follow_turn(client, session, project_dir, events),
         })
     }
 
@@ -387,6 +384,24 @@ impl AgentHarness for OpenCodeHarness {
 }
 
 type EventSender = futures::channel::mpsc::Sender<Result<AgentEvent>>;
+
+/// Maps the raw `/event` feed `events` to the [`AgentEvent`]s of one turn of
+/// `session`, ending after its terminal event.
+///
+/// [`OpenCodeHarness::prompt`] uses it for the turns it starts; `ken attach` uses it to
+/// follow a turn started elsewhere. The turn ends at `session.idle`, after a re-read
+/// of the session's messages, and a feed that ends first yields an error.
+pub fn follow_turn(
+    client: OpenCodeClient,
+    session: String,
+    project_dir: String,
+    events: futures::stream::BoxStream<'static, Result<Value>>,
+) -> futures::stream::BoxStream<'static, Result<AgentEvent>> {
+    let mapper = EventMapper::new(session.clone(), project_dir);
+    let (sender, receiver) = futures::channel::mpsc::channel(64);
+    tokio::spawn(drive_turn(client, session, events, mapper, sender));
+    Box::pin(receiver)
+}
 
 /// Passes mapped events on until the turn ends, then sends its outcome.
 async fn drive_turn(

@@ -21,7 +21,7 @@ pub use client::{OpenCodeClient, SseDecoder};
 pub use command::{CommandHarness, LineFormat, LineParser};
 pub use config::opencode_config;
 pub use events::{error_message, turn_outcome, EventMapper, Mapped, TurnOutcome};
-pub use harness::{image_lines, log_path, state_dir, OpenCodeHarness};
+pub use harness::{follow_turn, image_lines, log_path, state_dir, OpenCodeHarness};
 pub use settings::{
     OpenCodeSettings, ProviderSettings, DEFAULT_PORT, DEFAULT_STARTUP_TIMEOUT, DEFAULT_USERNAME, OPENCODE_VERSION,
 };

@@ -2,12 +2,9 @@
 //! until its turn ends or Ctrl-C.
 
 use futures::stream::BoxStream;
-use futures::{SinkExt, StreamExt};
-use ken_core::harness::AgentEvent;
+use futures::StreamExt;
 use ken_core::SandboxName;
-use ken_harness_opencode::{
-    turn_outcome, EventMapper, Mapped, OpenCodeClient, TurnOutcome, DEFAULT_USERNAME,
-};
+use ken_harness_opencode::{OpenCodeClient, DEFAULT_USERNAME};
 use serde_json::Value;
 
 use crate::context::Harness;
@@ -119,57 +116,15 @@ async fn first_active_session(
     ))
 }
 
-/// Maps the raw feed to the events of one session's turn, ending after a terminal
-/// event, as `OpenCodeHarness::prompt` does for the turns it starts.
+/// Follows one session's turn from the raw feed, starting with `first` when the
+/// search for an active session already read it from the feed.
 fn turn_events(
     client: OpenCodeClient,
     session: String,
     directory: String,
     first: Option<Value>,
-    mut feed: BoxStream<'static, ken_core::Result<Value>>,
+    feed: BoxStream<'static, ken_core::Result<Value>>,
 ) -> turn::TurnEvents {
-    let (mut sender, receiver) =
-        futures::channel::mpsc::channel::<ken_core::Result<AgentEvent>>(64);
-    tokio::spawn(async move {
-        let mut mapper = EventMapper::new(session.clone(), directory);
-        let mut pending = first;
-        loop {
-            let event = match pending.take() {
-                Some(event) => event,
-                None => match feed.next().await {
-                    Some(Ok(event)) => event,
-                    Some(Err(error)) => {
-                        let _ = sender.send(Err(error)).await;
-                        return;
-                    }
-                    None => return,
-                },
-            };
-            for mapped in mapper.push(&event) {
-                let outcome = match mapped {
-                    Mapped::Event(event) => {
-                        if sender.send(Ok(event)).await.is_err() {
-                            return;
-                        }
-                        continue;
-                    }
-                    // An idle before any activity ended an earlier turn.
-                    Mapped::Idle if !mapper.saw_activity() => continue,
-                    Mapped::Idle => match client.messages(&session).await {
-                        Ok(messages) => turn_outcome(&messages),
-                        Err(error) => {
-                            let _ = sender.send(Err(error)).await;
-                            return;
-                        }
-                    },
-                    _ => continue,
-                };
-                if let TurnOutcome::Ended(event) = outcome {
-                    let _ = sender.send(Ok(event)).await;
-                    return;
-                }
-            }
-        }
-    });
-    Box::pin(receiver)
+    let feed = futures::stream::iter(first.map(Ok)).chain(feed).boxed();
+    ken_harness_opencode::follow_turn(client, session, directory, feed)
 }

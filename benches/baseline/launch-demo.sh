@@ -5,7 +5,7 @@
 # Usage: launch-demo.sh IMAGE NETWORK REPO
 # Starts a container from IMAGE on NETWORK, clones the committed history of the git
 # repository REPO into it, starts Postgres, creates the schema, starts the web app,
-# seeds the database, waits until the app answers on its published port, then removes
+# seeds the database, waits until the app responds on its published port, then removes
 # the container.
 set -euo pipefail
 
@@ -62,5 +62,5 @@ for _ in $(seq 1 100); do
   fi
   sleep 0.1
 done
-echo "baseline: the app did not answer on 127.0.0.1:$port" >&2
+echo "baseline: the app did not respond on 127.0.0.1:$port" >&2
 exit 1

@@ -137,7 +137,7 @@ fn init_tracing(verbose: u8) {
         return;
     };
     // bollard logs request bodies at debug level, and a container's create request
-    // carries its secret environment, so its logs stop at info whatever the user asks.
+    // carries its secret environment, so its logs stop at info whatever filter the user sets.
     let mut filter = filter;
     for quiet in [
         "bollard=info",

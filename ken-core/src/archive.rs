@@ -39,7 +39,7 @@ pub fn first_file(archive: &[u8]) -> Result<Vec<u8>> {
             return Ok(contents);
         }
     }
-    Err(Error::backend("archive", "the tar archive holds no regular file"))
+    Err(Error::backend("archive", "the tar archive contains no regular file"))
 }
 
 #[cfg(test)]

@@ -22,11 +22,11 @@ pub enum Error {
     /// A value given by the caller (a manifest field, a name, an option) is invalid.
     #[error("invalid {what} {value:?}: {reason}")]
     InvalidInput {
-        /// What the value is, for example `sandbox name`.
+        /// The kind of value, for example `sandbox name`.
         what: String,
         /// The rejected value, or a short description of it when it is a secret.
         value: String,
-        /// Why it was rejected and what to do instead.
+        /// The reason for the rejection and what to do instead.
         reason: String,
     },
 
@@ -39,7 +39,7 @@ pub enum Error {
         line: usize,
         /// 1-based column of the offending value.
         column: usize,
-        /// What is wrong and how to fix it.
+        /// The problem and how to fix it.
         message: String,
     },
 
@@ -73,7 +73,7 @@ pub enum Error {
     /// An operation did not finish in time.
     #[error("{operation} timed out after {}", humantime::format_duration(*.after))]
     Timeout {
-        /// What was being waited for.
+        /// The operation that was waited for.
         operation: String,
         /// The limit that was exceeded.
         after: Duration,
@@ -95,7 +95,7 @@ pub enum Error {
         service: String,
         /// The service's message.
         message: String,
-        /// How long the service asked to wait, when it said so.
+        /// The wait the service requested, when it sent one.
         retry_after: Option<Duration>,
     },
 
@@ -104,13 +104,13 @@ pub enum Error {
     StepFailed {
         /// Name of the step, service or seeder.
         step: String,
-        /// What happened: an exit code, a timeout, or a probe that never passed.
+        /// The failure: an exit code, a timeout, or a probe that never passed.
         status: String,
         /// The last lines the step printed.
         log_tail: String,
     },
 
-    /// A launch failed; the inner error says why, and everything it made was removed.
+    /// A launch failed and everything it made was removed. The inner error gives the cause.
     #[error("launch of sandbox {sandbox:?} failed in phase {phase}: {source}")]
     Launch {
         /// Name of the sandbox that was being launched.
@@ -125,7 +125,7 @@ pub enum Error {
     /// The operation was cancelled (Ctrl-C, or the future was dropped).
     #[error("{operation} was cancelled")]
     Cancelled {
-        /// What was cancelled.
+        /// The operation that was cancelled.
         operation: String,
     },
 
@@ -134,7 +134,7 @@ pub enum Error {
     Backend {
         /// The backend, for example `docker`.
         service: String,
-        /// What failed, with the ids involved.
+        /// The failed operation, with the ids involved.
         message: String,
         /// The backend's own error.
         #[source]
@@ -146,7 +146,7 @@ pub enum Error {
     /// A local I/O operation failed.
     #[error("{context}: {source}")]
     Io {
-        /// What was being done, with the path involved.
+        /// The operation that failed, with the path involved.
         context: String,
         /// The I/O error.
         #[source]
@@ -214,7 +214,7 @@ impl Error {
         }
     }
 
-    /// Returns true when the error says that something does not exist.
+    /// Returns true when the error reports that something does not exist.
     pub fn is_not_found(&self) -> bool {
         match self {
             Error::NotFound { .. } => true,
@@ -223,7 +223,7 @@ impl Error {
         }
     }
 
-    /// Returns true when the error says that something exists already.
+    /// Returns true when the error reports that something exists already.
     pub fn is_already_exists(&self) -> bool {
         match self {
             Error::AlreadyExists { .. } => true,

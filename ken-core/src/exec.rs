@@ -269,8 +269,8 @@ impl fmt::Debug for KillHandle {
 ///
 /// Read its output with [`next_chunk`](Self::next_chunk), or collect everything with
 /// [`output`](Self::output). Output is buffered by the provider only up to a bound,
-/// so a process that writes a lot waits until its output is read; it never deadlocks and
-/// no byte is lost. Dropping the `ExecProcess` does not kill the process; call
+/// so a process that writes a lot waits until its output is read. It never deadlocks, and
+/// no byte is lost. Dropping the `ExecProcess` does not kill the process, so call
 /// [`kill`](Self::kill) for that.
 pub struct ExecProcess {
     output: BoxStream<'static, Result<OutputChunk>>,

@@ -2,7 +2,7 @@
 //! implements, the `ken.toml` manifest, the startup-plan executor and the
 //! orchestrator that launches, lists and removes sandboxes.
 //!
-//! `ken-core` holds no backend code. Backends live in their own crates
+//! `ken-core` contains no backend code. Backends live in their own crates
 //! (`ken-provider-docker`, ...) and the `ken` facade re-exports them behind features.
 
 pub mod archive;

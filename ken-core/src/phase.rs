@@ -88,7 +88,7 @@ pub enum LaunchEvent {
         /// A one-line summary, for example `cache hit` or `3 steps, 2 services`.
         detail: Option<String>,
     },
-    /// A phase was skipped because nothing in the manifest asks for it.
+    /// A phase was skipped because nothing in the manifest requests it.
     PhaseSkipped {
         /// The phase.
         phase: Phase,

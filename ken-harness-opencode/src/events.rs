@@ -214,7 +214,7 @@ fn relative_to(path: &str, dir: &str) -> String {
     }
 }
 
-/// How a turn ended, read from the session's messages after `session.idle`.
+/// The outcome of a turn, read from the session's messages after `session.idle`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TurnOutcome {
     /// The turn is over; the event is [`AgentEvent::Finished`],
@@ -227,10 +227,10 @@ pub enum TurnOutcome {
 
 /// Reads the outcome of the latest turn from `messages` (`GET /session/{id}/message`).
 ///
-/// The last assistant message after the last user message decides: an `error` named
-/// `MessageAbortedError` is an abort, any other `error` a failure with the
-/// provider's message (OpenCode reports provider failures inside HTTP 200
-/// responses), and a `time.completed` a finished turn with the message's text.
+/// The last assistant message after the last user message decides. An `error` named
+/// `MessageAbortedError` is an abort. Any other `error` is a failure with the
+/// provider's message, because OpenCode reports provider failures inside HTTP 200
+/// responses. A `time.completed` is a finished turn with the message's text.
 pub fn turn_outcome(messages: &[Value]) -> TurnOutcome {
     let last_user = messages.iter().rposition(|m| m["info"]["role"] == "user");
     let replies = &messages[last_user.map_or(0, |i| i + 1)..];

@@ -21,13 +21,13 @@ use crate::config::opencode_config;
 use crate::events::{turn_outcome, EventMapper, Mapped, TurnOutcome};
 use crate::settings::{OpenCodeSettings, DEFAULT_USERNAME};
 
-/// The folder inside the sandbox with the server's configuration, password and pid,
-/// readable only by the image's default user (root in the demo image), mode 0700.
+/// Returns the folder inside the sandbox with the server's configuration, password
+/// and pid, readable only by the image's default user (root in the demo image).
 pub fn state_dir() -> String {
     format!("{RUN_DIR}/opencode")
 }
 
-/// The server's log file inside the sandbox.
+/// Returns the path of the server's log file inside the sandbox.
 pub fn log_path() -> String {
     format!("{LOG_DIR}/opencode.log")
 }

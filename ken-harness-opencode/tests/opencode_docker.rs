@@ -48,7 +48,7 @@ output_limit = 4096"#
     .unwrap()
 }
 
-/// The demo manifest with OpenCode in its image, the agent port and the model key.
+/// Loads the demo manifest and adds the agent port, the model key and the harness.
 fn demo_manifest(harness: &OpenCodeHarness) -> Manifest {
     let mut manifest = Manifest::load(repo_root().join("examples/demo-app/ken.toml")).unwrap();
     let demo = std::fs::read_to_string(&manifest.image.dockerfile).unwrap();

@@ -406,7 +406,7 @@ impl Orchestrator {
             })
             .await?;
         // The harness's endpoints replace the network's endpoint of the same port name,
-        // because only the harness knows their credentials.
+        // because only the harness has their credentials.
         endpoints.retain(|endpoint| !harness_endpoints.iter().any(|h| h.name == endpoint.name));
         endpoints.extend(harness_endpoints);
 

@@ -398,12 +398,10 @@ async fn network_disables_inter_container_traffic() {
     // The server accepts connections on its own address, so a blocked connection from the
     // other sandbox is the network's doing.
     assert_eq!(probe_request(&server).await, "connected", "the server never listened");
-    let started = Instant::now();
     let from_client = tokio::time::timeout(Duration::from_secs(10), probe_request(&client)).await;
-    match from_client {
-        Ok(seen) => assert_eq!(seen, "blocked", "one sandbox reached another"),
-        // Still retrying after 10 s: no connection went through.
-        Err(_) => assert!(started.elapsed() >= Duration::from_secs(10)),
+    // A probe still retrying after 10 s means no connection went through either.
+    if let Ok(seen) = from_client {
+        assert_eq!(seen, "blocked", "one sandbox reached another");
     }
 }
 
@@ -671,7 +669,6 @@ async fn exec_kill_early_and_unprivileged() {
         }
         let process = provider.exec(&name, request).await.expect("exec failed");
         // No pause: the wrapper may not have written its group file yet.
-        let started = Instant::now();
         process.kill().await.expect("kill failed");
         let output = tokio::time::timeout(Duration::from_secs(10), process.output())
             .await
@@ -679,7 +676,6 @@ async fn exec_kill_early_and_unprivileged() {
             .unwrap();
         assert!(output.status.killed, "status after kill as {user:?}: {}", output.status);
         assert!(!output.stdout_text().contains("never"));
-        assert!(started.elapsed() < Duration::from_secs(8), "kill took {:?}", started.elapsed());
         let left = sh(
             &provider,
             &name,

@@ -676,17 +676,12 @@ mod host {
             "false",
             Duration::from_secs(20),
         )]);
-        let started = std::time::Instant::now();
-
         let (name, status, tail) = step_failure(host.run(&plan).await);
 
         assert_eq!(name, "api");
         assert!(status.starts_with("exited before"), "status: {status}");
+        // The status proves the executor noticed the exit instead of waiting for the
+        // probe's 20 s timeout, which would report a probe that did not pass.
         assert_eq!(tail, "config missing");
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "took {:?}",
-            started.elapsed()
-        );
     }
 }

@@ -1,0 +1,1 @@
+//! Ken network provider that joins sandboxes to a Tailscale tailnet.

@@ -1,0 +1,1 @@
+//! Ken sandbox provider for Modal, over Modal's gRPC protocol.

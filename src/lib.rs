@@ -6,6 +6,8 @@
 //! | feature | module | backend |
 //! |---|---|---|
 //! | `docker` (default) | [`docker`] | local Docker engine |
+//! | `modal` | `modal` | sandboxes on Modal's cloud |
+//! | `tailscale` | `tailscale` | the team's tailnet as the sandboxes' network |
 //! | `testkit` | `core::testkit` | the provider conformance kit |
 //!
 //! ```no_run
@@ -33,4 +35,16 @@ pub use ken_core::*;
 #[cfg(feature = "docker")]
 pub mod docker {
     pub use ken_provider_docker::*;
+}
+
+/// Sandboxes on Modal, over its gRPC protocol.
+#[cfg(feature = "modal")]
+pub mod modal {
+    pub use ken_provider_modal::*;
+}
+
+/// A Tailscale tailnet as the sandboxes' network.
+#[cfg(feature = "tailscale")]
+pub mod tailscale {
+    pub use ken_network_tailscale::*;
 }

@@ -7,10 +7,14 @@ use clap::ValueEnum;
 use ken_core::harness::AgentHarness;
 use ken_core::manifest::ExtensionConfig;
 use ken_core::orchestrator::Orchestrator;
+use ken_core::network::{LocalNetwork, NetworkProvider};
 use ken_core::{EventSink, SandboxProvider};
+use ken_network_tailscale::TailscaleNetwork;
 use ken_harness_opencode::{CommandHarness, OpenCodeHarness};
 use ken_provider_docker::DockerProvider;
+use ken_provider_modal::ModalProvider;
 
+use crate::network::{NetworkRouter, Unavailable};
 use crate::GlobalArgs;
 
 /// The sandbox providers this build of `ken` contains.
@@ -18,6 +22,8 @@ use crate::GlobalArgs;
 pub(crate) enum ProviderKind {
     /// Containers on the local Docker engine (DOCKER_HOST, or its default socket).
     Docker,
+    /// Sandboxes on Modal (MODAL_TOKEN_ID and MODAL_TOKEN_SECRET, or ~/.modal.toml).
+    Modal,
 }
 
 /// The `kind` values of `[harness]` this build of `ken` contains.
@@ -30,6 +36,12 @@ pub(crate) async fn connect(kind: ProviderKind) -> anyhow::Result<Arc<dyn Sandbo
             // The provider's error names the engine's address and the fix (start the engine
             // or set DOCKER_HOST).
             let provider = DockerProvider::connect().await?;
+            Ok(Arc::new(provider))
+        }
+        ProviderKind::Modal => {
+            // The configuration error names the missing setting and where it was
+            // looked for.
+            let provider = ModalProvider::from_env().await?;
             Ok(Arc::new(provider))
         }
     }
@@ -80,14 +92,19 @@ impl Harness {
 }
 
 /// Builds an orchestrator for the global options, sending launch progress to `events`.
-/// With a `harness`, every launch also starts that agent in the new sandbox.
+/// With a `harness`, every launch also starts that agent in the new sandbox; with a
+/// `launch_network` (a manifest's `[network]` table), new sandboxes join that network.
 pub(crate) async fn orchestrator_with(
     global: &GlobalArgs,
     events: EventSink,
     harness: Option<&Harness>,
+    launch_network: Option<&ExtensionConfig>,
 ) -> anyhow::Result<Orchestrator> {
     let provider = connect(global.provider).await?;
-    let mut builder = Orchestrator::builder(provider).events(events);
+    let network = networks(&provider, launch_network, global.owner.as_deref())?;
+    let mut builder = Orchestrator::builder(provider)
+        .events(events)
+        .network(Arc::new(network));
     if let Some(owner) = &global.owner {
         builder = builder.owner(owner.clone());
     }
@@ -105,5 +122,57 @@ pub(crate) async fn orchestrator(
     global: &GlobalArgs,
     events: EventSink,
 ) -> anyhow::Result<Orchestrator> {
-    orchestrator_with(global, events, None).await
+    orchestrator_with(global, events, None, None).await
+}
+
+/// The `kind` values of `[network]` this build of `ken` contains.
+pub(crate) const NETWORK_KINDS: [&str; 2] = ["local", "tailscale"];
+
+/// Builds the networks: the one new sandboxes join (the manifest's, else local) and
+/// the others, which serve existing sandboxes by their `ken.network` label. Tailscale
+/// is set up from the environment when a sandbox may need it; when its settings are
+/// missing, only commands that touch a tailnet sandbox fail, naming the variable.
+/// `owner` (`--owner`) tells the tailnet's garbage collection whose devices are ours.
+fn networks(
+    provider: &Arc<dyn SandboxProvider>,
+    launch: Option<&ExtensionConfig>,
+    owner: Option<&str>,
+) -> anyhow::Result<NetworkRouter> {
+    let with_owner = |tailscale: TailscaleNetwork| match owner {
+        Some(owner) => tailscale.with_owner(owner),
+        None => tailscale,
+    };
+    let local: Arc<dyn NetworkProvider> = Arc::new(
+        LocalNetwork::new().with_provider_isolation(provider.capabilities().isolation),
+    );
+    let kind = launch.map(|config| config.kind.as_str()).unwrap_or("local");
+    match kind {
+        "local" => {
+            let (others, unavailable) = match TailscaleNetwork::from_env() {
+                Ok(tailscale) => (vec![Arc::new(with_owner(tailscale)) as Arc<dyn NetworkProvider>], Vec::new()),
+                Err(error) => (
+                    Vec::new(),
+                    vec![Unavailable {
+                        name: "tailscale".to_owned(),
+                        reason: error.to_string(),
+                    }],
+                ),
+            };
+            Ok(NetworkRouter::new(local, others, unavailable))
+        }
+        "tailscale" => {
+            let settings = launch.map(|config| config.settings.clone()).unwrap_or_default();
+            let tailscale = with_owner(TailscaleNetwork::from_settings(&settings)?);
+            Ok(NetworkRouter::new(Arc::new(tailscale), vec![local], Vec::new()))
+        }
+        other => Err(ken_core::Error::invalid(
+            "network.kind",
+            other,
+            format!(
+                "unknown network kind; use one of {} in the manifest's [network] table",
+                NETWORK_KINDS.map(|kind| format!("\"{kind}\"")).join(", ")
+            ),
+        )
+        .into()),
+    }
 }

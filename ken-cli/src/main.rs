@@ -5,6 +5,7 @@
 mod commands;
 mod context;
 mod exit;
+mod network;
 mod output;
 mod progress;
 mod signal;
@@ -95,6 +96,8 @@ enum Command {
     Rm(commands::rm::Args),
     /// Remove expired and abandoned sandboxes and resources left behind by them.
     Gc(commands::gc::Args),
+    /// Show, check or apply Ken's section of the Tailscale policy file.
+    Policy(commands::policy::Args),
 }
 
 impl Command {
@@ -109,7 +112,7 @@ impl Command {
             Command::Gc(args) => args.json,
             Command::Prompt(args) => args.json,
             Command::Attach(args) => args.json,
-            Command::Exec(_) | Command::Logs(_) => false,
+            Command::Exec(_) | Command::Logs(_) | Command::Policy(_) => false,
         }
     }
 }
@@ -164,6 +167,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Urls(args) => commands::urls::run(args, global).await,
         Command::Rm(args) => commands::rm::run(args, global).await,
         Command::Gc(args) => commands::gc::run(args, global).await,
+        Command::Policy(args) => commands::policy::run(args).await,
         Command::Prompt(args) => commands::prompt::run(args, global).await,
         Command::Attach(args) => commands::attach::run(args, global).await,
     }

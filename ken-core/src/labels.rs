@@ -29,6 +29,10 @@ pub const LAUNCH_DEADLINE: &str = "ken.launch-deadline";
 pub const LAUNCHER: &str = "ken.launcher";
 /// Label set on images that Ken keeps on purpose as a build cache.
 pub const CACHE: &str = "ken.cache";
+/// Label naming the network provider the sandbox joined, for example `tailscale`.
+///
+/// Commands that act on an existing sandbox read it to reach the same network.
+pub const NETWORK: &str = "ken.network";
 
 /// A set of labels, kept sorted so that hashes and output are stable.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

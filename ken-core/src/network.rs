@@ -43,6 +43,16 @@ pub trait NetworkProvider: Send + Sync + fmt::Debug {
     /// Returns the network's short name, for example `local`.
     fn name(&self) -> &str;
 
+    /// Returns Dockerfile lines the network needs in every sandbox image, for example
+    /// lines that install a VPN client. The default implementation returns none.
+    ///
+    /// A launch appends them to the end of the manifest's Dockerfile before the image
+    /// is prepared, so they are part of the image's content hash. They run in the
+    /// last build stage as its last `USER`, so they need that user's permissions.
+    fn image_lines(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Makes sure `policy` is in force, or fails saying why it cannot be.
     async fn ensure_policy(&self, policy: &AccessPolicy) -> Result<()>;
 

@@ -7,6 +7,7 @@ pub(crate) mod gc;
 pub(crate) mod list;
 pub(crate) mod logs;
 pub(crate) mod new;
+pub(crate) mod policy;
 pub(crate) mod prompt;
 pub(crate) mod rm;
 pub(crate) mod urls;

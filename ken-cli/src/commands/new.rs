@@ -53,7 +53,13 @@ pub(crate) async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<u8> {
         .transpose()?;
     let progress = Progress::new(Style::detect(args.json, global.logs_to_stderr()));
     let orchestrator =
-        crate::context::orchestrator_with(global, progress.sink(), harness.as_ref()).await?;
+        crate::context::orchestrator_with(
+        global,
+        progress.sink(),
+        harness.as_ref(),
+        Some(&manifest.network),
+    )
+    .await?;
 
     match launch(&orchestrator, &progress, &manifest, args.name).await? {
         Ok(launched) => {

@@ -182,7 +182,13 @@ async fn launch(
 ) -> anyhow::Result<Result<(Sandbox, Option<String>), u8>> {
     let progress = Progress::new(Style::detect(json, global.logs_to_stderr()));
     let orchestrator =
-        crate::context::orchestrator_with(global, progress.sink(), Some(harness)).await?;
+        crate::context::orchestrator_with(
+        global,
+        progress.sink(),
+        Some(harness),
+        Some(&manifest.network),
+    )
+    .await?;
     let launched = match super::new::launch(&orchestrator, &progress, manifest, None).await? {
         Ok(launched) => launched,
         Err(code) => return Ok(Err(code)),

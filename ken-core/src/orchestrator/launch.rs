@@ -19,7 +19,7 @@ use crate::manifest::Manifest;
 use crate::network::NetworkProviderExt;
 use crate::phase::{LaunchEvent, Phase};
 use crate::repo::{self, PreparedRepository};
-use crate::sandbox::{Endpoint, ImageRef, Sandbox, SandboxName, SandboxSpec};
+use crate::sandbox::{Endpoint, ImageRef, PortSpec, Sandbox, SandboxName, SandboxSpec};
 use crate::seed::{self, Seeder};
 
 /// How long a launch may take before garbage collection treats an unfinished sandbox
@@ -247,6 +247,9 @@ impl Orchestrator {
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
         }
+        // Checked before anything is created: a network that cannot keep the policy
+        // must not get as far as minting keys or starting a sandbox.
+        self.network.ensure_policy(&self.policy).await?;
         Ok(Preflight {
             name,
             manifest,
@@ -295,7 +298,8 @@ impl Orchestrator {
         let name = preflight.name.clone();
         let manifest = &preflight.manifest;
 
-        let image_spec = manifest.image_spec()?;
+        let mut image_spec = manifest.image_spec()?;
+        append_image_lines(&mut image_spec.dockerfile, &self.network.image_lines());
         let image = self
             .phase(Phase::Image, &name, &preflight.secrets, timings, async {
                 let image = self.provider.prepare_image(&image_spec, &self.events).await?;
@@ -307,6 +311,7 @@ impl Orchestrator {
         let mut labels = Labels::for_sandbox(name.as_str(), &self.owner, manifest.ttl);
         labels.insert(labels::MANIFEST_HASH, &manifest.hash[..16]);
         labels.insert(labels::LAUNCHER, launcher::current());
+        labels.insert(labels::NETWORK, self.network.name());
         labels.insert(labels::LAUNCH_DEADLINE, (labels::unix_now() + LAUNCH_DEADLINE.as_secs()).to_string());
         if !manifest.ports.is_empty() {
             labels.insert(PORTS_LABEL, ports_label(&manifest.ports));
@@ -395,20 +400,33 @@ impl Orchestrator {
             None => self.skip(Phase::Harness, timings),
         }
 
-        let mut endpoints = self
+        let endpoints = self
             .phase(Phase::Network, &name, &preflight.secrets, timings, async {
-                self.network.ensure_policy(&self.policy).await?;
                 guard.attached = Some(sandbox.clone());
                 let attachment = self.network.attach(&sandbox).await?;
-                let endpoints = self.network.expose_all(&sandbox, &manifest.ports).await?;
+                let mut endpoints = self.network.expose_all(&sandbox, &manifest.ports).await?;
+                // The harness's ports are reached through the network too; only the
+                // harness knows their credentials, so they are carried over.
+                for harness_endpoint in &harness_endpoints {
+                    let credentials = harness_endpoint.credentials.clone();
+                    match endpoints.iter_mut().find(|e| e.name == harness_endpoint.name) {
+                        Some(endpoint) => endpoint.credentials = credentials,
+                        None => {
+                            let port = PortSpec {
+                                name: harness_endpoint.name.clone(),
+                                port: harness_endpoint.port,
+                                scheme: harness_endpoint.url.scheme().to_owned(),
+                            };
+                            let mut endpoint = self.network.expose(&sandbox, &port).await?;
+                            endpoint.credentials = credentials;
+                            endpoints.push(endpoint);
+                        }
+                    }
+                }
                 let detail = format!("{} via {}", endpoints.len(), attachment.network);
                 Ok((endpoints, Some(detail)))
             })
             .await?;
-        // The harness's endpoints replace the network's endpoint of the same port name,
-        // because only the harness has their credentials.
-        endpoints.retain(|endpoint| !harness_endpoints.iter().any(|h| h.name == endpoint.name));
-        endpoints.extend(harness_endpoints);
 
         let phases_so_far: Vec<(String, u64)> = timings
             .iter()
@@ -416,8 +434,16 @@ impl Orchestrator {
             .collect();
         let fingerprint = seed_fingerprint.clone();
         self.phase(Phase::Ready, &name, &preflight.secrets, timings, async {
+            // Services are checked where the provider publishes them: a network's
+            // own address (a tailnet name) need not resolve on this host.
             for endpoint in &endpoints {
-                wait_for_endpoint(endpoint, Duration::from_secs(20)).await?;
+                let port = PortSpec {
+                    name: endpoint.name.clone(),
+                    port: endpoint.port,
+                    scheme: endpoint.url.scheme().to_owned(),
+                };
+                let local = self.provider.endpoint(&name, &port).await?;
+                wait_for_endpoint(&local, Duration::from_secs(20)).await?;
             }
             let marker = marker::ReadyMarker {
                 ready_at: labels::unix_now(),
@@ -551,6 +577,22 @@ async fn probe_endpoint(endpoint: &Endpoint) -> std::io::Result<()> {
         Ok(())
     } else {
         Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "the response is not HTTP"))
+    }
+}
+
+/// Appends `lines` (the network's, see
+/// [`NetworkProvider::image_lines`](crate::NetworkProvider::image_lines)) to the end of
+/// `dockerfile`, each on its own line.
+pub(super) fn append_image_lines(dockerfile: &mut String, lines: &[String]) {
+    if lines.is_empty() {
+        return;
+    }
+    if !dockerfile.is_empty() && !dockerfile.ends_with('\n') {
+        dockerfile.push('\n');
+    }
+    for line in lines {
+        dockerfile.push_str(line.trim_end_matches('\n'));
+        dockerfile.push('\n');
     }
 }
 

@@ -27,6 +27,7 @@ mockall::mock! {
     #[async_trait]
     impl NetworkProvider for Network {
         fn name(&self) -> &str;
+        fn image_lines(&self) -> Vec<String>;
         async fn ensure_policy(&self, policy: &AccessPolicy) -> Result<()>;
         async fn attach(&self, sandbox: &Sandbox) -> Result<Attachment>;
         async fn expose(&self, sandbox: &Sandbox, port: &PortSpec) -> Result<Endpoint>;
@@ -293,6 +294,7 @@ async fn network_failure_detaches_then_destroys() {
     let order = Arc::new(Mutex::new(Vec::<&'static str>::new()));
     let mut network = MockNetwork::new();
     network.expect_name().return_const("local".to_owned());
+    network.expect_image_lines().returning(Vec::new);
     network.expect_ensure_policy().returning(|_| Ok(()));
     network
         .expect_attach()
@@ -313,6 +315,52 @@ async fn network_failure_detaches_then_destroys() {
     assert_eq!(error.phase(), Some(Phase::Network));
     assert_eq!(order.lock().unwrap().as_slice(), ["detach"]);
     assert_eq!(destroyed.names(), vec!["t-1".to_owned()]);
+}
+
+#[tokio::test]
+async fn network_image_lines_end_the_dockerfile() {
+    let project = Project::new("");
+    std::fs::write(project.dir.path().join("Dockerfile"), "FROM debian:bookworm-slim\nRUN true").unwrap();
+    let built = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut provider = MockProvider::new();
+    provider.expect_name().return_const("mock".to_owned());
+    provider.expect_capabilities().returning(|| Capabilities::none().with_isolation(true));
+    provider.expect_get().returning(|n| Err(Error::NotFound { kind: "sandbox", name: n.to_string() }));
+    let log = built.clone();
+    provider.expect_prepare_image().times(1).returning(move |spec, _| {
+        log.lock().unwrap().push(spec.dockerfile.clone());
+        Err(Error::backend("mock", "stop after the image"))
+    });
+    provider.expect_create().never();
+    let mut network = MockNetwork::new();
+    network.expect_name().return_const("local".to_owned());
+    network.expect_ensure_policy().returning(|_| Ok(()));
+    network
+        .expect_image_lines()
+        .returning(|| vec!["RUN install-vpn-client".to_owned(), "ENV VPN=1\n".to_owned()]);
+
+    let orchestrator = Orchestrator::builder(Arc::new(provider)).network(Arc::new(network)).build();
+    let error = orchestrator
+        .launch(&project.manifest(), LaunchOptions::default().name(name()))
+        .await
+        .unwrap_err();
+
+    assert_eq!(error.phase(), Some(Phase::Image), "{error}");
+    let dockerfiles = built.lock().unwrap().clone();
+    assert_eq!(dockerfiles.len(), 1);
+    assert!(
+        dockerfiles[0].ends_with("RUN true\nRUN install-vpn-client\nENV VPN=1\n"),
+        "{}",
+        dockerfiles[0]
+    );
+    assert!(dockerfiles[0].starts_with("FROM debian:bookworm-slim\n"), "{}", dockerfiles[0]);
+}
+
+#[test]
+fn image_lines_keep_dockerfile_as_is_when_empty() {
+    let mut dockerfile = "FROM scratch".to_owned();
+    launch::append_image_lines(&mut dockerfile, &[]);
+    assert_eq!(dockerfile, "FROM scratch");
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,0 +1,452 @@
+//! Where the provider finds Modal's credentials and settings.
+//!
+//! Like Modal's own SDKs, settings come from environment variables first and from a
+//! profile of the TOML file `~/.modal.toml` (or `MODAL_CONFIG_PATH`) second. The
+//! profile is the one named by `MODAL_PROFILE`, else the table with `active = true`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ken_core::{Error, Result, Secret};
+use url::Url;
+
+/// Environment variable with the token id (`ak-...`).
+pub const TOKEN_ID_VAR: &str = "MODAL_TOKEN_ID";
+/// Environment variable with the token secret (`as-...`).
+pub const TOKEN_SECRET_VAR: &str = "MODAL_TOKEN_SECRET";
+/// Environment variable with the API server URL.
+pub const SERVER_URL_VAR: &str = "MODAL_SERVER_URL";
+/// Environment variable with the Modal environment name.
+pub const ENVIRONMENT_VAR: &str = "MODAL_ENVIRONMENT";
+/// Environment variable naming the profile of the config file to use.
+pub const PROFILE_VAR: &str = "MODAL_PROFILE";
+/// Environment variable with the path of the config file.
+pub const CONFIG_PATH_VAR: &str = "MODAL_CONFIG_PATH";
+
+/// The API server used when neither `MODAL_SERVER_URL` nor the profile sets one.
+pub const DEFAULT_SERVER_URL: &str = "https://api.modal.com:443";
+/// Name of the Modal app every Ken sandbox belongs to.
+pub const DEFAULT_APP_NAME: &str = "ken";
+/// Image builder version sent with every image build.
+pub const DEFAULT_BUILDER_VERSION: &str = "2024.10";
+
+/// Settings of a [`ModalProvider`](crate::ModalProvider).
+///
+/// Build one with [`ModalConfig::from_env`], or with [`ModalConfig::new`] for
+/// explicit credentials. The token secret is a [`Secret`] and never printed.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ModalConfig {
+    /// The token id, sent as `x-modal-token-id`.
+    pub token_id: String,
+    /// The token secret, sent as `x-modal-token-secret`.
+    pub token_secret: Secret,
+    /// The API server; `https` uses TLS, `http` is plaintext (local testing only).
+    pub server_url: Url,
+    /// The Modal environment; `None` is the workspace's default environment.
+    pub environment: Option<String>,
+    /// The Modal app sandboxes are created in (default [`DEFAULT_APP_NAME`]).
+    pub app_name: String,
+    /// The image builder version (default [`DEFAULT_BUILDER_VERSION`]).
+    pub builder_version: String,
+    /// Stop a sandbox after this long without activity; `None` keeps it until its
+    /// time to live passes.
+    pub idle_timeout: Option<Duration>,
+    /// Open ports as plain TCP tunnels (`http://host:port`) instead of TLS tunnels
+    /// (`https://host`). Plain tunnels are reachable by anyone who learns the port.
+    pub plain_ports: bool,
+    /// Where the settings came from, for error messages; never holds a secret.
+    pub source: String,
+}
+
+impl ModalConfig {
+    /// Creates a configuration for the default server and environment.
+    pub fn new(token_id: impl Into<String>, token_secret: impl Into<Secret>) -> Self {
+        ModalConfig {
+            token_id: token_id.into(),
+            token_secret: token_secret.into(),
+            server_url: default_server_url(),
+            environment: None,
+            app_name: DEFAULT_APP_NAME.to_owned(),
+            builder_version: DEFAULT_BUILDER_VERSION.to_owned(),
+            idle_timeout: None,
+            plain_ports: false,
+            source: "explicit settings".to_owned(),
+        }
+    }
+
+    /// Reads the settings from the environment and the config file; see the
+    /// module documentation for the order.
+    ///
+    /// Fails when the token id or secret is missing, naming the setting and the
+    /// places it was looked for, or when the file or a URL is invalid.
+    pub fn from_env() -> Result<Self> {
+        let env: HashMap<String, String> = [
+            TOKEN_ID_VAR,
+            TOKEN_SECRET_VAR,
+            SERVER_URL_VAR,
+            ENVIRONMENT_VAR,
+            PROFILE_VAR,
+            CONFIG_PATH_VAR,
+        ]
+        .iter()
+        .filter_map(|name| std::env::var(name).ok().map(|value| ((*name).to_owned(), value)))
+        .collect();
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        Self::resolve(&env, home.as_deref())
+    }
+
+    /// Resolves the settings from `env` (variable name to value) and the config
+    /// file under `home`. [`from_env`](Self::from_env) calls it with the process's
+    /// environment.
+    pub fn resolve(env: &HashMap<String, String>, home: Option<&Path>) -> Result<Self> {
+        let get = |name: &str| env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+        let path = match get(CONFIG_PATH_VAR) {
+            Some(path) => Some(PathBuf::from(path)),
+            None => home.map(|home| home.join(".modal.toml")),
+        };
+        let file = match &path {
+            Some(path) => ConfigFile::read(path)?,
+            None => None,
+        };
+        let profile = match &file {
+            Some(file) => file.profile(get(PROFILE_VAR))?,
+            None => match get(PROFILE_VAR) {
+                Some(name) => {
+                    return Err(Error::invalid(
+                        "Modal profile",
+                        name,
+                        format!(
+                            "{PROFILE_VAR} names a profile, but the config file {} does not exist; \
+                             create it with `modal token set` or unset {PROFILE_VAR}",
+                            describe_path(path.as_deref())
+                        ),
+                    ))
+                }
+                None => None,
+            },
+        };
+        let from_profile = |key: &str| profile.as_ref().and_then(|p| p.values.get(key).cloned());
+        let looked_in = match (&path, &profile) {
+            (Some(path), Some(profile)) => format!("profile [{}] of {}", profile.name, path.display()),
+            (Some(path), None) => format!("{} (no active profile)", path.display()),
+            (None, _) => "no config file (HOME is unset)".to_owned(),
+        };
+        let missing = |var: &str, key: &str| {
+            Error::invalid(
+                "Modal setting",
+                key,
+                format!(
+                    "it is not set; set {var} or `{key}` in the active profile of the config file \
+                     (looked in the environment and in {looked_in}); create a token with `modal token new`"
+                ),
+            )
+        };
+
+        let token_id = get(TOKEN_ID_VAR)
+            .map(str::to_owned)
+            .or_else(|| from_profile("token_id"))
+            .ok_or_else(|| missing(TOKEN_ID_VAR, "token_id"))?;
+        let token_secret = get(TOKEN_SECRET_VAR)
+            .map(str::to_owned)
+            .or_else(|| from_profile("token_secret"))
+            .ok_or_else(|| missing(TOKEN_SECRET_VAR, "token_secret"))?;
+        let server_url = match get(SERVER_URL_VAR).map(str::to_owned).or_else(|| from_profile("server_url")) {
+            Some(text) => parse_server_url(&text)?,
+            None => default_server_url(),
+        };
+        let environment = get(ENVIRONMENT_VAR)
+            .map(str::to_owned)
+            .or_else(|| from_profile("environment"))
+            .filter(|e| !e.is_empty());
+
+        let mut config = ModalConfig::new(token_id, token_secret);
+        config.server_url = server_url;
+        config.environment = environment;
+        config.source = format!("the environment and {looked_in}");
+        Ok(config)
+    }
+
+    /// Sets [`ModalConfig::server_url`]; fails unless it is an `http` or `https` URL.
+    pub fn with_server_url(mut self, url: &str) -> Result<Self> {
+        self.server_url = parse_server_url(url)?;
+        Ok(self)
+    }
+
+    /// Sets [`ModalConfig::environment`].
+    pub fn with_environment(mut self, environment: impl Into<String>) -> Self {
+        self.environment = Some(environment.into());
+        self
+    }
+
+    /// Sets [`ModalConfig::app_name`].
+    pub fn with_app_name(mut self, name: impl Into<String>) -> Self {
+        self.app_name = name.into();
+        self
+    }
+
+    /// Sets [`ModalConfig::idle_timeout`].
+    pub fn with_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ModalConfig::plain_ports`].
+    pub fn with_plain_ports(mut self, plain: bool) -> Self {
+        self.plain_ports = plain;
+        self
+    }
+
+    /// Returns the environment name as sent on the wire: empty for the default.
+    pub(crate) fn environment_name(&self) -> String {
+        self.environment.clone().unwrap_or_default()
+    }
+}
+
+fn default_server_url() -> Url {
+    // A constant that parses, so this cannot panic.
+    Url::parse(DEFAULT_SERVER_URL).expect("DEFAULT_SERVER_URL is a valid URL")
+}
+
+/// Parses a server URL, accepting only `http` and `https`.
+fn parse_server_url(text: &str) -> Result<Url> {
+    let url = Url::parse(text).map_err(|e| {
+        Error::invalid(
+            "Modal server URL",
+            text,
+            format!("{e}; use a URL such as {DEFAULT_SERVER_URL}"),
+        )
+    })?;
+    match url.scheme() {
+        "https" | "http" if url.host_str().is_some() => Ok(url),
+        _ => Err(Error::invalid(
+            "Modal server URL",
+            text,
+            format!("use an https:// URL such as {DEFAULT_SERVER_URL} (http:// only for a local test server)"),
+        )),
+    }
+}
+
+fn describe_path(path: Option<&Path>) -> String {
+    path.map_or_else(|| "(HOME is unset)".to_owned(), |p| p.display().to_string())
+}
+
+/// One table of the config file.
+struct Profile {
+    name: String,
+    values: HashMap<String, String>,
+}
+
+/// The parsed config file: one table per profile.
+struct ConfigFile {
+    path: PathBuf,
+    profiles: Vec<(String, toml::Table)>,
+}
+
+impl ConfigFile {
+    /// Reads the file; a missing file is `None`.
+    fn read(path: &Path) -> Result<Option<Self>> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(format!("failed to read the Modal config file {}", path.display()), e)),
+        };
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            // The parser's message quotes the offending line, which may hold a
+            // token secret, so only its position is kept.
+            let position = e
+                .span()
+                .map(|span| format!(" at byte {}", span.start))
+                .unwrap_or_default();
+            Error::invalid(
+                "Modal config file",
+                path.display().to_string(),
+                format!("it is not valid TOML{position}; fix it or point {CONFIG_PATH_VAR} at another file"),
+            )
+        })?;
+        let profiles = table
+            .into_iter()
+            .filter_map(|(name, value)| match value {
+                toml::Value::Table(table) => Some((name, table)),
+                _ => None,
+            })
+            .collect();
+        Ok(Some(ConfigFile {
+            path: path.to_owned(),
+            profiles,
+        }))
+    }
+
+    /// Returns the profile named `requested`, else the active one.
+    fn profile(&self, requested: Option<&str>) -> Result<Option<Profile>> {
+        let chosen = match requested {
+            Some(name) => match self.profiles.iter().find(|(n, _)| n == name) {
+                Some(found) => Some(found),
+                None => {
+                    let names: Vec<&str> = self.profiles.iter().map(|(n, _)| n.as_str()).collect();
+                    return Err(Error::invalid(
+                        "Modal profile",
+                        name,
+                        format!(
+                            "{PROFILE_VAR} names it, but {} has only the profiles {names:?}",
+                            self.path.display()
+                        ),
+                    ));
+                }
+            },
+            None => self
+                .profiles
+                .iter()
+                .find(|(_, table)| table.get("active").and_then(toml::Value::as_bool) == Some(true)),
+        };
+        Ok(chosen.map(|(name, table)| Profile {
+            name: name.clone(),
+            values: table
+                .iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
+                .collect(),
+        }))
+    }
+}
+
+impl fmt::Display for ModalConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Modal at {} (environment {}, app {})",
+            self.server_url,
+            self.environment.as_deref().unwrap_or("default"),
+            self.app_name
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    fn home_with(file: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".modal.toml"), file).unwrap();
+        dir
+    }
+
+    const FILE: &str = r#"
+[work]
+token_id = "ak-work"
+token_secret = "as-work-secret"
+environment = "staging"
+
+[personal]
+token_id = "ak-personal"
+token_secret = "as-personal-secret"
+server_url = "http://127.0.0.1:9"
+active = true
+"#;
+
+    #[test]
+    fn env_only() {
+        let config = ModalConfig::resolve(
+            &env(&[(TOKEN_ID_VAR, "ak-1"), (TOKEN_SECRET_VAR, "as-1"), (ENVIRONMENT_VAR, "dev")]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(config.token_id, "ak-1");
+        assert_eq!(config.token_secret.expose(), "as-1");
+        assert_eq!(config.server_url.as_str(), "https://api.modal.com/");
+        assert_eq!(config.environment.as_deref(), Some("dev"));
+        assert_eq!(config.app_name, DEFAULT_APP_NAME);
+    }
+
+    #[test]
+    fn active_profile_is_used() {
+        let home = home_with(FILE);
+        let config = ModalConfig::resolve(&env(&[]), Some(home.path())).unwrap();
+        assert_eq!(config.token_id, "ak-personal");
+        assert_eq!(config.server_url.as_str(), "http://127.0.0.1:9/");
+        assert!(config.source.contains("[personal]"));
+    }
+
+    #[test]
+    fn profile_variable_wins_over_active() {
+        let home = home_with(FILE);
+        let config = ModalConfig::resolve(&env(&[(PROFILE_VAR, "work")]), Some(home.path())).unwrap();
+        assert_eq!(config.token_id, "ak-work");
+        assert_eq!(config.environment.as_deref(), Some("staging"));
+    }
+
+    #[test]
+    fn env_wins_over_file() {
+        let home = home_with(FILE);
+        let config = ModalConfig::resolve(
+            &env(&[(TOKEN_ID_VAR, "ak-env"), (SERVER_URL_VAR, "https://modal.example:8443")]),
+            Some(home.path()),
+        )
+        .unwrap();
+        assert_eq!(config.token_id, "ak-env");
+        assert_eq!(config.token_secret.expose(), "as-personal-secret");
+        assert_eq!(config.server_url.as_str(), "https://modal.example:8443/");
+    }
+
+    #[test]
+    fn config_path_variable_points_elsewhere() {
+        let dir = home_with(FILE);
+        let path = dir.path().join(".modal.toml");
+        let config = ModalConfig::resolve(
+            &env(&[(CONFIG_PATH_VAR, path.to_str().unwrap()), (PROFILE_VAR, "work")]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(config.token_id, "ak-work");
+    }
+
+    #[test]
+    fn missing_secret_names_setting_and_places() {
+        let home = tempfile::tempdir().unwrap();
+        let error = ModalConfig::resolve(&env(&[(TOKEN_ID_VAR, "ak-1")]), Some(home.path())).unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains(TOKEN_SECRET_VAR), "{text}");
+        assert!(text.contains("token_secret"), "{text}");
+        assert!(text.contains(".modal.toml"), "{text}");
+    }
+
+    #[test]
+    fn unknown_profile_lists_the_others() {
+        let home = home_with(FILE);
+        let error = ModalConfig::resolve(&env(&[(PROFILE_VAR, "nope")]), Some(home.path())).unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("nope") && text.contains("work") && text.contains("personal"), "{text}");
+    }
+
+    #[test]
+    fn bad_scheme_is_rejected() {
+        let error = ModalConfig::resolve(
+            &env(&[(TOKEN_ID_VAR, "a"), (TOKEN_SECRET_VAR, "b"), (SERVER_URL_VAR, "ftp://x")]),
+            None,
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("ftp://x"));
+    }
+
+    #[test]
+    fn invalid_file_error_hides_its_contents() {
+        let home = home_with("[p]\ntoken_secret = \"as-hidden\nbroken");
+        let error = ModalConfig::resolve(&env(&[]), Some(home.path())).unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("not valid TOML"), "{text}");
+        assert!(!text.contains("as-hidden"), "{text}");
+    }
+
+    #[test]
+    fn debug_hides_the_secret() {
+        let config = ModalConfig::new("ak-1", "as-very-secret");
+        let printed = format!("{config:?} {config}");
+        assert!(!printed.contains("as-very-secret"), "{printed}");
+    }
+}

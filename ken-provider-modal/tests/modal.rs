@@ -1,0 +1,133 @@
+//! Modal-specific behaviour of `ModalProvider` against the Modal test server:
+//! retried creates, rate limits, late tasks and resumed output streams.
+
+mod support;
+
+use std::time::Duration;
+
+use ken_core::labels::Labels;
+use ken_core::sandbox::Resources;
+use ken_core::{Error, ExecRequest, ImageRef, SandboxName, SandboxProvider, SandboxSpec};
+use ken_provider_modal::proto::paths;
+use ken_testserver_modal::{FailMode, ModalTestServerConfig, StreamBehavior};
+
+fn spec(name: &str, image: &ImageRef) -> SandboxSpec {
+    let name = SandboxName::new(name).unwrap();
+    SandboxSpec {
+        labels: Labels::for_sandbox(name.as_str(), "modal-tests", Duration::from_secs(600)),
+        name,
+        image: image.clone(),
+        resources: Resources::default(),
+        env: Default::default(),
+        secret_env: Default::default(),
+        ports: Vec::new(),
+        workdir: None,
+        ttl: Duration::from_secs(600),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unavailable_after_create_makes_exactly_one_sandbox() {
+    let Some(server) = support::server("unavailable_after_create", ModalTestServerConfig::new()).await else {
+        return;
+    };
+    let provider = support::provider(&server);
+    let image = support::kit_image(&provider).await;
+    server.fail_once(paths::SANDBOX_CREATE, FailMode::AfterHandling);
+
+    let info = provider.create(&spec("once-1", &image)).await.expect("create after one UNAVAILABLE");
+    let creates = server.requests_for("SandboxCreate");
+    assert_eq!(creates.len(), 2, "one failed attempt and one retry: {creates:?}");
+    assert_eq!(creates[0].idempotency_key, creates[1].idempotency_key);
+    let named: Vec<_> = server
+        .sandboxes()
+        .into_iter()
+        .filter(|s| s.definition.name.as_deref() == Some("once-1"))
+        .collect();
+    assert_eq!(named.len(), 1, "a retried create made {} sandboxes", named.len());
+    assert_eq!(named[0].id, info.id);
+    provider.destroy(&info.name).await.unwrap();
+    server.assert_no_violations();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_gives_a_clear_retryable_error() {
+    let Some(server) = support::server("rate_limit", ModalTestServerConfig::new()).await else {
+        return;
+    };
+    let provider = support::provider(&server);
+    let image = support::kit_image(&provider).await;
+    server.set_sandbox_rate_limit(Some(5));
+
+    let specs: Vec<SandboxSpec> = (0..10).map(|i| spec(&format!("rate-{i}"), &image)).collect();
+    let results = futures::future::join_all(specs.iter().map(|s| provider.create(s))).await;
+    let limited: Vec<&Error> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .filter(|e| matches!(e, Error::RateLimited { .. }))
+        .collect();
+    let other: Vec<&Error> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .filter(|e| !matches!(e, Error::RateLimited { .. }))
+        .collect();
+    assert!(other.is_empty(), "errors other than the rate limit: {other:?}");
+    assert!(!limited.is_empty(), "10 creates at once passed a 5/s limit");
+    for error in &limited {
+        assert!(error.is_retryable());
+        assert!(error.to_string().contains("rate limit"), "{error}");
+    }
+    for spec in &specs {
+        provider.destroy(&spec.name).await.unwrap();
+    }
+    server.assert_no_violations();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_waits_for_a_late_task() {
+    let config = ModalTestServerConfig::new().with_task_delay(Duration::from_secs(3));
+    let Some(server) = support::server("late_task", config).await else {
+        return;
+    };
+    let provider = support::provider(&server);
+    let image = support::kit_image(&provider).await;
+    let info = provider.create(&spec("late-1", &image)).await.unwrap();
+    assert_eq!(info.state, ken_core::sandbox::SandboxState::Running);
+    let polls = server.requests_for("SandboxGetTaskId").len();
+    assert!(polls >= 2, "the task id was polled {polls} times");
+    provider.destroy(&info.name).await.unwrap();
+    provider.destroy(&info.name).await.unwrap();
+    let gone = provider.get(&info.name).await;
+    assert!(matches!(gone, Err(ref e) if e.is_not_found()), "{gone:?}");
+    server.assert_no_violations();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_output_streams_deliver_every_byte() {
+    let Some(server) = support::server("interrupted_streams", ModalTestServerConfig::new()).await else {
+        return;
+    };
+    let provider = support::provider(&server);
+    let image = support::kit_image(&provider).await;
+    let info = provider.create(&spec("streams-1", &image)).await.unwrap();
+    let mut streams = StreamBehavior::complete();
+    streams.end_after = Some(Duration::from_millis(200));
+    streams.end_after_items = Some(3);
+    streams.empty_batches = true;
+    streams.end_with_unavailable = true;
+    server.set_streams(streams);
+    let output = provider
+        .exec(&info.name, ExecRequest::shell("seq 1 200000; echo done >&2; exit 3"))
+        .await
+        .unwrap()
+        .output()
+        .await
+        .unwrap();
+    let expected: String = (1..=200_000).map(|i| format!("{i}\n")).collect();
+    assert_eq!(output.stdout.len(), expected.len());
+    assert!(output.stdout == expected.as_bytes(), "stdout differs after resumed streams");
+    assert_eq!(output.stderr_text(), "done\n");
+    assert_eq!(output.status.code, Some(3));
+    provider.destroy(&info.name).await.unwrap();
+    server.assert_no_violations();
+}

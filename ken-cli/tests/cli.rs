@@ -64,11 +64,27 @@ fn missing_manifest_exits_2_naming_path() {
 
 #[test]
 fn unknown_provider_lists_known_ones() {
-    let output = run_ken(["--provider", "modal", "list"]);
+    let output = run_ken(["--provider", "kubernetes", "list"]);
     assert_eq!(code(&output), 2, "{}", describe(&output));
     let message = stderr(&output);
-    assert!(message.contains("modal"), "{message}");
+    assert!(message.contains("kubernetes"), "{message}");
     assert!(message.contains("docker"), "{message}");
+    assert!(message.contains("modal"), "{message}");
+}
+
+#[test]
+fn modal_without_credentials_names_the_setting() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ken"))
+        .args(["--provider", "modal", "list"])
+        .env_remove("MODAL_TOKEN_ID")
+        .env_remove("MODAL_TOKEN_SECRET")
+        .env_remove("MODAL_PROFILE")
+        .env("MODAL_CONFIG_PATH", "/nonexistent/ken-test/.modal.toml")
+        .output()
+        .expect("ken runs");
+    assert_eq!(code(&output), 2, "{}", describe(&output));
+    let message = stderr(&output);
+    assert!(message.contains("MODAL_TOKEN_ID"), "{message}");
 }
 
 #[test]

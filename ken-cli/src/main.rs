@@ -1,5 +1,5 @@
 //! The `ken` command: gives every coding agent its own disposable sandbox on a local
-//! Docker engine. It is the reference user of the `ken-core` library: each command is
+//! Docker engine or on Modal, optionally on the team's tailnet. It is the reference user of the `ken-core` library: each command is
 //! a thin layer over `ken_core::orchestrator::Orchestrator`.
 
 mod commands;
@@ -40,7 +40,7 @@ passed and 137 when the command was killed.";
 #[command(
     name = "ken",
     version,
-    about = "Disposable sandboxes for coding agents, on a local Docker engine",
+    about = "Disposable sandboxes for coding agents, on a local Docker engine or on Modal",
     after_help = EXIT_STATUS_HELP
 )]
 struct Cli {

@@ -3,6 +3,7 @@
 //! Like Modal's own SDKs, settings come from environment variables first and from a
 //! profile of the TOML file `~/.modal.toml` (or `MODAL_CONFIG_PATH`) second. The
 //! profile is the one named by `MODAL_PROFILE`, else the table with `active = true`.
+//! Ken's own option `KEN_MODAL_PLAIN_PORTS=1` opens ports as plain TCP tunnels.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -24,6 +25,9 @@ pub const ENVIRONMENT_VAR: &str = "MODAL_ENVIRONMENT";
 pub const PROFILE_VAR: &str = "MODAL_PROFILE";
 /// Environment variable with the path of the config file.
 pub const CONFIG_PATH_VAR: &str = "MODAL_CONFIG_PATH";
+/// Ken's own environment variable that opens ports as plain TCP tunnels when
+/// `1` or `true` (see [`ModalConfig::plain_ports`]).
+pub const PLAIN_PORTS_VAR: &str = "KEN_MODAL_PLAIN_PORTS";
 
 /// The API server used when neither `MODAL_SERVER_URL` nor the profile sets one.
 pub const DEFAULT_SERVER_URL: &str = "https://api.modal.com:443";
@@ -90,6 +94,7 @@ impl ModalConfig {
             ENVIRONMENT_VAR,
             PROFILE_VAR,
             CONFIG_PATH_VAR,
+            PLAIN_PORTS_VAR,
         ]
         .iter()
         .filter_map(|name| std::env::var(name).ok().map(|value| ((*name).to_owned(), value)))
@@ -162,9 +167,22 @@ impl ModalConfig {
             .or_else(|| from_profile("environment"))
             .filter(|e| !e.is_empty());
 
+        let plain_ports = match get(PLAIN_PORTS_VAR).map(str::to_ascii_lowercase).as_deref() {
+            None | Some("0" | "false" | "no") => false,
+            Some("1" | "true" | "yes") => true,
+            Some(_) => {
+                return Err(Error::invalid(
+                    PLAIN_PORTS_VAR,
+                    get(PLAIN_PORTS_VAR).unwrap_or_default(),
+                    "use 1 (plain TCP tunnels) or 0 (TLS tunnels, the default)",
+                ))
+            }
+        };
+
         let mut config = ModalConfig::new(token_id, token_secret);
         config.server_url = server_url;
         config.environment = environment;
+        config.plain_ports = plain_ports;
         config.source = format!("the environment and {looked_in}");
         Ok(config)
     }
@@ -362,6 +380,23 @@ active = true
         assert_eq!(config.server_url.as_str(), "https://api.modal.com/");
         assert_eq!(config.environment.as_deref(), Some("dev"));
         assert_eq!(config.app_name, DEFAULT_APP_NAME);
+    }
+
+    #[test]
+    fn plain_ports_option() {
+        let base = [(TOKEN_ID_VAR, "ak-1"), (TOKEN_SECRET_VAR, "as-1")];
+        let resolve = |value: &str| {
+            let mut pairs = base.to_vec();
+            pairs.push((PLAIN_PORTS_VAR, value));
+            ModalConfig::resolve(&env(&pairs), None)
+        };
+        assert!(!ModalConfig::resolve(&env(&base), None).unwrap().plain_ports);
+        assert!(resolve("1").unwrap().plain_ports);
+        assert!(resolve("TRUE").unwrap().plain_ports);
+        assert!(!resolve("0").unwrap().plain_ports);
+        let error = resolve("maybe").unwrap_err().to_string();
+        assert!(error.contains(PLAIN_PORTS_VAR), "{error}");
+        assert!(error.contains("maybe"), "{error}");
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! The router has no kill call, so every command runs under a small `sh` wrapper
 //! that records its process group in [`EXEC_STATE_DIR`]; a kill is a second exec
 //! that sends TERM, then KILL, to that group. The exec timeout is enforced the
-//! same way by [`ExecProcess`].
+//! same way by [`ExecProcess`]. A command run as another user gets a `setpriv`
+//! prefix (see [`crate::user`]) after the wrapper, so it stays in that group.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,17 +39,18 @@ use crate::proto::task_command_router::{
 use crate::retry::STDIO;
 use crate::router::Router;
 use crate::sandbox::check_env_name;
+use crate::user::check_user;
 use crate::ModalProvider;
 
 /// Directory inside the sandbox with one process-group file per exec.
 pub(crate) const EXEC_STATE_DIR: &str = "/tmp/.ken-exec";
-/// Longest wait for a sandbox's task before an exec.
+/// Maximum wait for a sandbox's task before an exec.
 const TASK_WAIT_LIMIT: Duration = Duration::from_secs(300);
 /// Total size limit of a command's arguments.
 const MAX_ARGS_BYTES: usize = 64 * 1024;
 /// Size of one stdin write.
 const STDIN_CHUNK: usize = 1024 * 1024;
-/// Deadline of one `TaskExecWait` call; the server answers within about 60 s.
+/// Deadline of one `TaskExecWait` call; the server replies within about 60 s.
 const WAIT_CALL_DEADLINE: Duration = Duration::from_secs(70);
 /// Deadline of the other router calls.
 const CALL_DEADLINE: Duration = Duration::from_secs(60);
@@ -83,25 +85,37 @@ impl ModalProvider {
                 "give at least the program to run, for example [\"sh\", \"-c\", \"...\"]",
             ));
         }
-        if request.user.is_some() {
-            return Err(Error::unsupported("exec as another user", crate::PROVIDER_NAME));
+        if let Some(user) = &request.user {
+            check_user(user)?;
         }
         for key in request.env.keys() {
             check_env_name(key)?;
         }
         let router = self.router_for(sandbox).await?;
+        let mut env = request.env;
+        let mut user_prefix = Vec::new();
+        if let Some(user) = &request.user {
+            let found = self.exec_user(sandbox, router.task_id(), user).await?;
+            user_prefix = found.command_prefix();
+            if let Some(home) = found.home() {
+                // NOTE: this also replaces a HOME set in the sandbox's own environment,
+                // which `docker exec --user` would keep.
+                env.entry("HOME".to_owned()).or_insert_with(|| home.to_owned());
+            }
+        }
         let exec_id = uuid::Uuid::new_v4().to_string();
         let pgid_file = format!("{EXEC_STATE_DIR}/{exec_id}.pgid");
         let mut command = vec!["sh".to_owned(), "-c".to_owned(), wrapper_script(&pgid_file), "sh".to_owned()];
+        command.extend(user_prefix);
         command.extend(request.command.iter().cloned());
         let handle = ExecHandle {
             router,
             exec_id,
             sandbox: sandbox.clone(),
         };
-        tracing::debug!(provider = "modal", sandbox.name = %sandbox, exec.id = %handle.exec_id, command = ?request.command, "starting exec");
+        tracing::debug!(provider = "modal", sandbox.name = %sandbox, exec.id = %handle.exec_id, command = ?request.command, user = ?request.user, "starting exec");
         let router_timeout = request.timeout.map(|t| t + ROUTER_TIMEOUT_MARGIN);
-        let parts = start(&handle, command, request.env, request.workdir, router_timeout, request.stdin).await?;
+        let parts = start(&handle, command, env, request.workdir, router_timeout, request.stdin).await?;
         let killer = Arc::new(ModalKiller {
             handle: handle.clone(),
             pgid_file,
@@ -112,7 +126,7 @@ impl ModalProvider {
 
     /// Returns the router of the sandbox's task, waiting for the task to start.
     async fn router_for(&self, sandbox: &SandboxName) -> Result<Arc<Router>> {
-        let id = self.sandbox_id(sandbox).await?;
+        let id = self.running_sandbox_id(sandbox).await?;
         let task_id = self.wait_for_task(sandbox, &id, TASK_WAIT_LIMIT).await?;
         Ok(self.state.routers.get(&self.control, &task_id))
     }

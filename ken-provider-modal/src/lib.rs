@@ -24,8 +24,10 @@
 //!   sources cannot be sent, so such a line is rejected with an error naming it
 //!   (see [`dockerfile`]); Ken's own host-CA lines are left out, because the build
 //!   runs on Modal's network, not behind the host's proxy.
-//! - Exec cannot run as another user (the router has no user field).
-//! - A sandbox that has ended is gone: `get` and `exec` report it as not found.
+//! - Exec as another user runs the command under `setpriv` (util-linux), after
+//!   looking the user up in the sandbox, because the router has no user field.
+//! - A sandbox that has ended is gone: `get` and `exec` report it as not found,
+//!   with how it ended when Modal still lists it.
 //! - Snapshot images cannot be deleted through the protocol; `remove_resource`
 //!   of one only forgets it.
 
@@ -55,6 +57,7 @@ mod retry;
 mod router;
 mod sandbox;
 mod transport;
+mod user;
 
 pub use config::ModalConfig;
 
@@ -85,6 +88,8 @@ struct SharedState {
     tasks: std::sync::Mutex<std::collections::HashMap<String, String>>,
     /// Serializes create and destroy of the same sandbox name.
     sandbox_locks: KeyedLocks,
+    /// Exec users looked up, by task id and user.
+    users: user::UserCache,
 }
 
 impl ModalProvider {
@@ -140,7 +145,7 @@ impl SandboxProvider for ModalProvider {
             .with_snapshot(true)
             .with_endpoints(true)
             .with_stdin(true)
-            .with_exec_user(false)
+            .with_exec_user(true)
             .with_resource_limits(true)
             .with_isolation(true)
     }

@@ -20,15 +20,15 @@ use crate::proto::modal_client::{
 use crate::proto::paths;
 use crate::{ModalProvider, PROVIDER_NAME};
 
-/// Longest sandbox lifetime Modal accepts.
+/// Maximum sandbox lifetime Modal accepts.
 pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// The entrypoint that keeps a sandbox running until it is terminated.
 pub(crate) const ENTRYPOINT: [&str; 2] = ["sleep", "infinity"];
 /// Interval between `SandboxGetTaskId` polls.
 const TASK_POLL_INTERVAL: Duration = Duration::from_millis(500);
-/// Longest wait for a new sandbox's task to start.
+/// Maximum wait for a new sandbox's task to start.
 const TASK_START_LIMIT: Duration = Duration::from_secs(600);
-/// Longest wait for a terminated sandbox to report that it ended.
+/// Maximum wait for a terminated sandbox to report that it ended.
 const TERMINATE_WAIT: Duration = Duration::from_secs(60);
 /// Prefix of the tags that record snapshot images taken of a sandbox; the rest of
 /// the tag name is the image id.
@@ -272,6 +272,44 @@ impl ModalProvider {
         }
     }
 
+    /// Returns the id of the running sandbox named `name`. When there is none, but
+    /// a sandbox of that name has ended, the [`Error::NotFound`] says how it ended
+    /// (for example its time to live ran out), so that the caller learns why.
+    pub(crate) async fn running_sandbox_id(&self, name: &SandboxName) -> Result<String> {
+        match self.sandbox_id(name).await {
+            Err(error) if error.is_not_found() => Err(self.explain_missing(name).await.unwrap_or(error)),
+            other => other,
+        }
+    }
+
+    /// Returns the error for the newest ended sandbox named `name`, if Modal still
+    /// lists one.
+    async fn explain_missing(&self, name: &SandboxName) -> Option<Error> {
+        let selector = LabelSelector::managed().with(labels::SANDBOX, name.as_str());
+        let listed = match self.list_tagged(&selector, true).await {
+            Ok(listed) => listed,
+            Err(error) => {
+                tracing::debug!(provider = "modal", sandbox.name = %name, error = %error, "could not look for an ended sandbox");
+                return None;
+            }
+        };
+        let newest = listed
+            .into_iter()
+            .filter(|info| info.name.is_empty() || info.name == name.as_str())
+            .max_by(|a, b| a.created_at.total_cmp(&b.created_at))?;
+        match self.poll_result(&newest.id, Duration::ZERO).await {
+            Ok(Some(result)) => {
+                tracing::info!(provider = "modal", sandbox.name = %name, sandbox.id = %newest.id, result = %describe_result(&result), "sandbox has already ended");
+                Some(ended(name, &result))
+            }
+            Ok(None) => None,
+            Err(error) => {
+                tracing::debug!(provider = "modal", sandbox.name = %name, error = %error.status.message(), "could not read the result of an ended sandbox");
+                None
+            }
+        }
+    }
+
     /// Returns the task of sandbox `id`, polling until it exists. A sandbox that
     /// already ended gives [`Error::NotFound`] with its result.
     pub(crate) async fn wait_for_task(&self, name: &SandboxName, id: &str, limit: Duration) -> Result<String> {
@@ -344,7 +382,7 @@ impl ModalProvider {
     }
 
     pub(crate) async fn get_impl(&self, name: &SandboxName) -> Result<SandboxInfo> {
-        let id = self.sandbox_id(name).await?;
+        let id = self.running_sandbox_id(name).await?;
         match self.poll_result(&id, Duration::ZERO).await {
             Ok(Some(result)) => return Err(ended(name, &result)),
             Ok(None) => {}
@@ -390,6 +428,16 @@ impl ModalProvider {
     /// Lists running sandboxes of the app whose tags match `selector`, newest
     /// first, page by page.
     async fn list_raw(&self, selector: &LabelSelector) -> Result<Vec<crate::proto::modal_client::SandboxInfo>> {
+        self.list_tagged(selector, false).await
+    }
+
+    /// Lists the sandboxes of the app whose tags match `selector`, ended ones too
+    /// when `include_finished` is set, newest first, page by page.
+    async fn list_tagged(
+        &self,
+        selector: &LabelSelector,
+        include_finished: bool,
+    ) -> Result<Vec<crate::proto::modal_client::SandboxInfo>> {
         let app_id = self.app_id().await?;
         let mut wanted: BTreeMap<String, String> = selector.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
         wanted
@@ -413,7 +461,7 @@ impl ModalProvider {
                         app_id: app_id.clone(),
                         before_timestamp: before,
                         environment_name: self.config().environment_name(),
-                        include_finished: false,
+                        include_finished,
                         tags: tags.clone(),
                     },
                 )
@@ -503,6 +551,7 @@ impl ModalProvider {
             .remove(id)
         {
             self.state.routers.remove(&task);
+            self.state.users.forget_task(&task);
         }
         let started = tokio::time::Instant::now();
         loop {

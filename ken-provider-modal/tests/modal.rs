@@ -1,30 +1,14 @@
 //! Modal-specific behaviour of `ModalProvider` against the Modal test server:
-//! retried creates, rate limits, late tasks and resumed output streams.
+//! retried creates, rate limits, late tasks, resumed output streams, and all of
+//! those faults in one launch.
 
 mod support;
 
 use std::time::Duration;
 
-use ken_core::labels::Labels;
-use ken_core::sandbox::Resources;
-use ken_core::{Error, ExecRequest, ImageRef, SandboxName, SandboxProvider, SandboxSpec};
+use ken_core::{Error, ExecRequest, SandboxProvider, SandboxSpec};
 use ken_provider_modal::proto::paths;
 use ken_testserver_modal::{FailMode, ModalTestServerConfig, StreamBehavior};
-
-fn spec(name: &str, image: &ImageRef) -> SandboxSpec {
-    let name = SandboxName::new(name).unwrap();
-    SandboxSpec {
-        labels: Labels::for_sandbox(name.as_str(), "modal-tests", Duration::from_secs(600)),
-        name,
-        image: image.clone(),
-        resources: Resources::default(),
-        env: Default::default(),
-        secret_env: Default::default(),
-        ports: Vec::new(),
-        workdir: None,
-        ttl: Duration::from_secs(600),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unavailable_after_create_makes_exactly_one_sandbox() {
@@ -35,7 +19,7 @@ async fn unavailable_after_create_makes_exactly_one_sandbox() {
     let image = support::kit_image(&provider).await;
     server.fail_once(paths::SANDBOX_CREATE, FailMode::AfterHandling);
 
-    let info = provider.create(&spec("once-1", &image)).await.expect("create after one UNAVAILABLE");
+    let info = provider.create(&support::spec("once-1", &image)).await.expect("create after one UNAVAILABLE");
     let creates = server.requests_for("SandboxCreate");
     assert_eq!(creates.len(), 2, "one failed attempt and one retry: {creates:?}");
     assert_eq!(creates[0].idempotency_key, creates[1].idempotency_key);
@@ -59,7 +43,7 @@ async fn rate_limit_gives_a_clear_retryable_error() {
     let image = support::kit_image(&provider).await;
     server.set_sandbox_rate_limit(Some(5));
 
-    let specs: Vec<SandboxSpec> = (0..10).map(|i| spec(&format!("rate-{i}"), &image)).collect();
+    let specs: Vec<SandboxSpec> = (0..10).map(|i| support::spec(&format!("rate-{i}"), &image)).collect();
     let results = futures::future::join_all(specs.iter().map(|s| provider.create(s))).await;
     let limited: Vec<&Error> = results
         .iter()
@@ -91,7 +75,7 @@ async fn create_waits_for_a_late_task() {
     };
     let provider = support::provider(&server);
     let image = support::kit_image(&provider).await;
-    let info = provider.create(&spec("late-1", &image)).await.unwrap();
+    let info = provider.create(&support::spec("late-1", &image)).await.unwrap();
     assert_eq!(info.state, ken_core::sandbox::SandboxState::Running);
     let polls = server.requests_for("SandboxGetTaskId").len();
     assert!(polls >= 2, "the task id was polled {polls} times");
@@ -109,7 +93,7 @@ async fn interrupted_output_streams_deliver_every_byte() {
     };
     let provider = support::provider(&server);
     let image = support::kit_image(&provider).await;
-    let info = provider.create(&spec("streams-1", &image)).await.unwrap();
+    let info = provider.create(&support::spec("streams-1", &image)).await.unwrap();
     let mut streams = StreamBehavior::complete();
     streams.end_after = Some(Duration::from_millis(200));
     streams.end_after_items = Some(3);
@@ -128,6 +112,79 @@ async fn interrupted_output_streams_deliver_every_byte() {
     assert!(output.stdout == expected.as_bytes(), "stdout differs after resumed streams");
     assert_eq!(output.stderr_text(), "done\n");
     assert_eq!(output.status.code, Some(3));
+    provider.destroy(&info.name).await.unwrap();
+    server.assert_no_violations();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_everywhere_keep_output_complete() {
+    let Some(server) = support::server("faults_everywhere", ModalTestServerConfig::new()).await else {
+        return;
+    };
+    let provider = support::provider(&server);
+    // Every call of a launch fails once with UNAVAILABLE after the server acted on
+    // it, and every stream ends early, after empty batches.
+    let methods = [
+        "AppGetOrCreate",
+        "ImageGetOrCreate",
+        "SecretGetOrCreate",
+        "SandboxCreate",
+        "SandboxTagsSet",
+        "SandboxGetTaskId",
+        "TaskGetCommandRouterAccess",
+        "TaskExecStart",
+        "TaskExecStdinWrite",
+        "TaskExecWait",
+    ];
+    for method in methods {
+        server.fail_once(method, FailMode::AfterHandling);
+    }
+    let mut streams = StreamBehavior::complete();
+    streams.end_after_items = Some(2);
+    streams.empty_batches = true;
+    streams.end_with_unavailable = true;
+    server.set_streams(streams);
+
+    let image = support::kit_image(&provider).await;
+    let mut spec = support::spec("faults-1", &image);
+    spec.env.insert("KEN_FAULTS".to_owned(), "on".to_owned());
+    let info = provider.create(&spec).await.expect("create despite faults");
+
+    let input: Vec<u8> = (0..300_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    let output = provider
+        .exec(
+            &info.name,
+            ExecRequest::shell("cat; seq 1 50000 >&2; printenv KEN_FAULTS >&2; exit 3").stdin(input.clone()),
+        )
+        .await
+        .expect("exec despite faults")
+        .output()
+        .await
+        .expect("output despite faults");
+    assert!(output.stdout == input, "stdin came back with {} of {} bytes", output.stdout.len(), input.len());
+    let expected: String = (1..=50_000).map(|i| format!("{i}\n")).chain(["on\n".to_owned()]).collect();
+    assert!(output.stderr_text() == expected, "stderr differs after resumed streams");
+    assert_eq!(output.status.code, Some(3));
+
+    for method in methods {
+        let injected = server.requests_for(method).iter().filter(|r| r.injected).count();
+        // One fault per logical call: a method called several times (task polls)
+        // fails once for each.
+        assert!(injected >= 1, "{method} was never failed: the fault did not fire");
+    }
+    let named: Vec<_> = server
+        .sandboxes()
+        .into_iter()
+        .filter(|s| s.definition.name.as_deref() == Some("faults-1"))
+        .collect();
+    assert_eq!(named.len(), 1, "retries made {} sandboxes", named.len());
+    let key = named[0].idempotency_key.clone().expect("SandboxCreate carries a key");
+    assert_eq!(server.creates_for_key(&key), 1);
+    // The test server deduplicates only SandboxCreate by key (an extra ephemeral
+    // secret is harmless); the client must still send one key per logical call.
+    let secret_calls = server.requests_for("SecretGetOrCreate");
+    assert_eq!(secret_calls.len(), 2, "{secret_calls:?}");
+    assert_eq!(secret_calls[0].idempotency_key, secret_calls[1].idempotency_key);
     provider.destroy(&info.name).await.unwrap();
     server.assert_no_violations();
 }

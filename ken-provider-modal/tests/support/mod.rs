@@ -20,8 +20,8 @@ pub fn rootfs_cache() -> std::path::PathBuf {
     std::env::temp_dir().join("ken-modal-provider-tests-rootfs")
 }
 
-/// Starts a server with `config`, or returns `None` (after saying why) when no
-/// Docker engine answers and `KEN_REQUIRE_DOCKER` is not set.
+/// Starts a server with `config`, or returns `None` (after saying why) when the
+/// Docker engine is unreachable and `KEN_REQUIRE_DOCKER` is not set.
 pub async fn server(test: &str, config: ModalTestServerConfig) -> Option<ModalTestServer> {
     // `RUST_LOG=ken_provider_modal=debug` shows the provider's log in failing tests.
     let _ = tracing_subscriber::fmt()
@@ -106,4 +106,44 @@ pub async fn kit_image(provider: &ModalProvider) -> ImageRef {
         .prepare_image(&ken_core::testkit::kit_image_spec(), &EventSink::none())
         .await
         .unwrap_or_else(|error| panic!("building the kit image on the test server failed: {error}"))
+}
+
+/// Returns a sandbox spec for `name` on `image`, with Ken's labels and a 10 min
+/// lifetime.
+pub fn spec(name: &str, image: &ImageRef) -> SandboxSpec {
+    let name = SandboxName::new(name).expect("a valid sandbox name");
+    let ttl = std::time::Duration::from_secs(600);
+    SandboxSpec {
+        labels: ken_core::labels::Labels::for_sandbox(name.as_str(), "modal-tests", ttl),
+        name,
+        image: image.clone(),
+        resources: Default::default(),
+        env: Default::default(),
+        secret_env: Default::default(),
+        ports: Vec::new(),
+        workdir: None,
+        ttl,
+    }
+}
+
+/// Runs `script` with `sh -c` in `sandbox` and returns its output.
+pub async fn sh(provider: &ModalProvider, sandbox: &SandboxName, script: &str) -> ken_core::exec::ExecOutput {
+    provider
+        .exec(sandbox, ExecRequest::shell(script))
+        .await
+        .unwrap_or_else(|error| panic!("exec of {script:?} in {sandbox} failed to start: {error}"))
+        .output()
+        .await
+        .unwrap_or_else(|error| panic!("exec of {script:?} in {sandbox} failed: {error}"))
+}
+
+/// Returns the number of processes in `sandbox` whose command line contains
+/// `marker` (the `ps` of this check excluded).
+pub async fn processes_with(provider: &ModalProvider, sandbox: &SandboxName, marker: &str) -> usize {
+    let script = format!(
+        "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f 2>/dev/null; echo; done | grep -F -- {} | grep -v -c -F 'grep -F' || true",
+        ken_core::exec::shell_quote(marker)
+    );
+    let output = sh(provider, sandbox, &script).await;
+    output.stdout_text().trim().parse().unwrap_or_else(|_| panic!("counting processes gave {output:?}"))
 }

@@ -155,7 +155,7 @@ pub(crate) fn success() -> GenericResult {
 /// Runs `docker build` for the image's Dockerfile lines, streaming its output as
 /// log entries, then exports the result.
 async fn build(state: &Arc<State>, image: &Arc<ImageEntry>) -> Result<BuiltImage, String> {
-    let dockerfile = dockerfile_text(state, image)?;
+    let mut dockerfile = dockerfile_text(state, image)?;
     let build_dir = state.host.work_dir.join("builds").join(&image.id);
     let _ = std::fs::remove_dir_all(&build_dir);
     std::fs::create_dir_all(&build_dir)
@@ -177,6 +177,18 @@ async fn build(state: &Arc<State>, image: &Arc<ImageEntry>) -> Result<BuiltImage
     let context_dir = build_dir.join("context");
     std::fs::create_dir_all(&context_dir)
         .map_err(|error| format!("creating {}: {error}", context_dir.display()))?;
+    // Modal's builder fetches packages straight from the internet. This stand-in
+    // builds on the host, which may sit behind a TLS-inspecting proxy, so it trusts
+    // the host's CA bundle the way Ken's Docker provider does.
+    if let Some(bundle) = ken_core::image::host_ca_bundle() {
+        let bytes = std::fs::read(&bundle)
+            .map_err(|error| format!("reading the host CA bundle {}: {error}", bundle.display()))?;
+        std::fs::write(context_dir.join(ken_core::image::HOST_CA_CONTEXT_NAME), bytes)
+            .map_err(|error| format!("writing the host CA bundle into the build context: {error}"))?;
+        dockerfile = ken_core::image::inject_host_ca(&dockerfile);
+        std::fs::write(build_dir.join("Dockerfile"), &dockerfile)
+            .map_err(|error| format!("writing the Dockerfile: {error}"))?;
+    }
 
     let tag = format!(
         "ken-testserver-modal:{}",
@@ -185,7 +197,8 @@ async fn build(state: &Arc<State>, image: &Arc<ImageEntry>) -> Result<BuiltImage
             .to_lowercase()
     );
     let mut child = Command::new("docker")
-        .args(["build", "--label", DOCKER_LABEL, "-t", &tag, "-f"])
+        // `--force-rm` removes the intermediate container of a failed step too.
+        .args(["build", "--force-rm", "--label", DOCKER_LABEL, "-t", &tag, "-f"])
         .arg(build_dir.join("Dockerfile"))
         .arg(&context_dir)
         .env("DOCKER_BUILDKIT", "0")
@@ -211,7 +224,11 @@ async fn build(state: &Arc<State>, image: &Arc<ImageEntry>) -> Result<BuiltImage
 
     let (docker_id, env, workdir) = inspect(&tag).await?;
     image.log("Exporting the image's file system\n");
-    let rootfs = state.host.rootfs_dir.join(docker_id.trim_start_matches("sha256:"));
+    let rootfs = state.host.rootfs_dir.join(format!(
+        "{}-{}",
+        crate::runtime::EXPORT_VERSION,
+        docker_id.trim_start_matches("sha256:")
+    ));
     export_image(&tag, &rootfs).await?;
     Ok(BuiltImage {
         layers: vec![rootfs],

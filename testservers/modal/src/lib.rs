@@ -18,9 +18,11 @@
 //! - Every call's headers and required fields are checked; problems become the
 //!   status a real server would return and are recorded as [`Violation`]s.
 //!
-//! Sandboxes are real: images are built with `docker build` on the local engine
-//! and exported once; each sandbox runs in an overlay of that file system, in its
-//! own mount, PID, UTS, IPC and network namespaces, with `tini` as PID 1. Execs
+//! Sandboxes are real. Images are built with `docker build` on the local engine
+//! and exported once. The builds trust the host's CA bundle, as Ken's Docker
+//! provider does, so they work behind a TLS-inspecting proxy. Each sandbox runs
+//! in an overlay of its image's file system, in its own mount, PID, UTS, IPC and
+//! network namespaces, with `tini` as PID 1. Execs
 //! join those namespaces with `nsenter`. Each sandbox's network namespace has
 //! only a /30 link to the host, so sandboxes cannot reach each other; tunnels
 //! listen on 127.0.0.1 and forward plain TCP to the sandbox. The server must run

@@ -17,4 +17,4 @@ pub(crate) use command::run;
 pub(crate) use host::Host;
 pub(crate) use init::{first_child, spawn_exec, start_init, ExecSpawn, RunningInit};
 pub(crate) use netns::SandboxNetwork;
-pub(crate) use rootfs::{copy_layer, export_image, mount_overlay};
+pub(crate) use rootfs::{copy_layer, export_image, mount_overlay, EXPORT_VERSION};

@@ -5,6 +5,10 @@ use std::path::{Path, PathBuf};
 
 use super::command::run;
 
+/// Version of the export layout, part of each export's directory name, so that a
+/// cache filled by an older server with other export options is not reused.
+pub(crate) const EXPORT_VERSION: &str = "v2";
+
 /// Exports the file system of Docker image `docker_ref` into `dest`, unless `dest`
 /// exists already. The export goes to a temporary sibling first and is renamed, so
 /// a half-written export is never used.
@@ -33,7 +37,9 @@ fn export_blocking(docker_ref: &str, dest: &Path) -> Result<(), String> {
         "sh",
         &[
             "-c",
-            "docker export \"$1\" | tar -x -C \"$2\"",
+            // Numeric owners: mapping names through the host's users would give
+            // files of the image's `postgres` to the host's `postgres` uid.
+            "docker export \"$1\" | tar --numeric-owner -x -C \"$2\"",
             "export",
             &container,
             &partial.to_string_lossy(),

@@ -13,6 +13,7 @@ use ken_core::labels;
 use ken_core::network::{Attachment, NetworkProvider, ReapReport};
 use ken_core::policy::AccessPolicy;
 use ken_core::sandbox::{Endpoint, PortSpec, Sandbox, SandboxInfo};
+use ken_network_tailscale::TailscaleNetwork;
 
 /// A network that could not be set up, kept so that the error is reported only when
 /// a sandbox actually needs that network.
@@ -69,9 +70,30 @@ impl NetworkRouter {
         Err(ken_core::Error::invalid(
             "network",
             name,
-            format!("sandbox {:?} joined this network, but {reason}", info.name),
+            format!("sandbox {} joined this network, but {reason}", info.name),
         ))
     }
+}
+
+/// Does what can be done for a tailnet sandbox when the Tailscale network is not
+/// configured (no API credentials): logs the node out inside the sandbox, and warns
+/// on stderr that its device and auth key stay in the tailnet until `ken gc` runs
+/// with credentials. The sandbox itself is still removed, so `ken rm` exits 0.
+async fn detach_without_api(sandbox: &Sandbox, unavailable: &Unavailable) {
+    let logged_out = TailscaleNetwork::logout_only(sandbox).await;
+    let logout = if logged_out {
+        "the node was logged out inside the sandbox"
+    } else {
+        "`tailscale logout` inside the sandbox failed too"
+    };
+    tracing::warn!(sandbox.name = %sandbox.name(), network = %unavailable.name, phase = "network", logged_out, reason = %unavailable.reason, "tailnet device and auth key not removed: the Tailscale network is not configured");
+    crate::output::note(&format!(
+        "warning: sandbox {name}: its tailnet device and auth key were not removed through the Tailscale API \
+         ({logout}), because the Tailscale network is not configured: {reason}. \
+         Run `ken gc` with the Tailscale credentials exported to remove them.",
+        name = sandbox.name(),
+        reason = unavailable.reason,
+    ));
 }
 
 impl fmt::Debug for NetworkRouter {
@@ -107,6 +129,13 @@ impl NetworkProvider for NetworkRouter {
     }
 
     async fn detach(&self, sandbox: &Sandbox) -> ken_core::Result<()> {
+        let network = sandbox.info().labels.get(labels::NETWORK).unwrap_or("local");
+        if network == "tailscale" && !self.all().any(|n| n.name() == network) {
+            if let Some(unavailable) = self.unavailable.iter().find(|u| u.name == network) {
+                detach_without_api(sandbox, unavailable).await;
+                return Ok(());
+            }
+        }
         self.of(sandbox.info())?.detach(sandbox).await
     }
 

@@ -344,6 +344,11 @@ async fn tailnet_sandbox_lifecycle() {
     let listing = stdout(&search);
     let found: Vec<&str> = listing.lines().map(str::trim).filter(|line| !line.is_empty()).collect();
     assert_eq!(found, vec!["/tmp/ken-probe"], "a file in the sandbox holds a credential:\n{}", describe(&search));
+    // An agent's plain `tailscale status`, without --socket, reaches Ken's daemon.
+    let status = tailnet.run(&["exec", &name, "--", "tailscale", "status"]);
+    assert_eq!(code(&status), 0, "{}", describe(&status));
+    assert!(stdout(&status).contains(&device.hostname), "{}", describe(&status));
+
     let key_file = tailnet.run(&["exec", &name, "--", "sh", "-c", "ls /run/ken/tailscale"]);
     assert!(!stdout(&key_file).contains("authkey"), "{}", describe(&key_file));
     assert!(stdout(&key_file).contains("state.json"), "{}", describe(&key_file));
@@ -482,6 +487,27 @@ async fn policy_show_and_apply_through_cli() {
     assert_eq!(code(&check), 0, "{}", describe(&check));
     tailnet.server.assert_no_violations();
 
+    // A section for another tag, through the base URL as Tailscale's docs write it,
+    // keeps the first tag's section; applying it again writes nothing.
+    let api_v2 = format!("{}/api/v2", tailnet.server.api_url());
+    for writes in [2, 2] {
+        let other = tailnet
+            .ken()
+            .env("KEN_TAILSCALE_TAG", "tag:other")
+            .env("TAILSCALE_BASE_URL", &api_v2)
+            .args(["policy", "apply"])
+            .output()
+            .unwrap();
+        assert_eq!(code(&other), 0, "{}", describe(&other));
+        assert_eq!(tailnet.server.policy_writes(), writes, "{}", describe(&other));
+    }
+    let policy = tailnet.server.policy_text();
+    assert!(policy.contains(r#""dst": ["tag:other"]"#), "{policy}");
+    assert!(policy.contains(r#""dst": ["tag:ken-sandbox"]"#), "applying tag:other removed tag:ken-sandbox's grant:\n{policy}");
+    let check = tailnet.run(&["policy", "check"]);
+    assert_eq!(code(&check), 0, "{}", describe(&check));
+    tailnet.server.assert_no_violations();
+
     // A rule that opens sandbox-to-sandbox traffic is refused and quoted.
     let conflicting = TEAM_POLICY.replace(
         r#"		{"action": "accept", "src": ["group:dev"], "dst": ["tag:web:443"]},"#,
@@ -494,4 +520,69 @@ async fn policy_show_and_apply_through_cli() {
     assert!(stderr(&apply).contains(CONFLICTING_RULE), "the error does not quote the rule:\n{}", describe(&apply));
     assert_eq!(refused.server.policy_writes(), 0, "a refused apply wrote the policy");
     assert_eq!(refused.server.policy_text(), conflicting);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rm_without_credentials_warns_and_logs_out() {
+    if !docker_available("rm_without_credentials_warns_and_logs_out") {
+        return;
+    }
+    let tailnet = Tailnet::start(TEAM_POLICY, true).await;
+    let project = tailnet.project("");
+    let name = unique_name("tsrm");
+    let _cleanup = Cleanup {
+        tailnet: &tailnet,
+        name: name.clone(),
+    };
+    let new = tailnet.run(&["new", "--name", &name, "--manifest", project.manifest().to_str().unwrap()]);
+    assert_eq!(code(&new), 0, "{}", describe(&new));
+    assert_eq!(tailnet.devices_of(&name).len(), 1, "{:?}", tailnet.devices_of(&name));
+
+    // `ken rm` without any Tailscale credential in the environment.
+    let mut command = tailnet.ken();
+    for variable in ["TAILSCALE_OAUTH_CLIENT_ID", "TAILSCALE_OAUTH_CLIENT_SECRET", "TAILSCALE_API_KEY"] {
+        command.env_remove(variable);
+    }
+    let rm = command.args(["rm", &name]).output().expect("failed to run the ken binary");
+    assert_eq!(code(&rm), 0, "{}", describe(&rm));
+    assert!(containers_of(&name).is_empty(), "ken rm left the container");
+    let warning = stderr(&rm);
+    let line = warning.lines().find(|line| line.contains("warning")).unwrap_or_default();
+    assert!(line.contains(&format!("sandbox {name}")), "the warning does not name the sandbox:\n{}", describe(&rm));
+    assert!(line.contains("tailnet device and auth key were not removed"), "{}", describe(&rm));
+    assert!(line.contains("TAILSCALE_API_KEY"), "the warning does not name the missing variable:\n{}", describe(&rm));
+    assert!(line.contains("ken gc"), "the warning does not point to ken gc:\n{}", describe(&rm));
+    assert!(!warning.contains("SandboxName("), "{}", describe(&rm));
+    // The node logged out inside the sandbox, so the control plane dropped its
+    // ephemeral device.
+    assert!(tailnet.devices_of(&name).is_empty(), "the node was not logged out: {:?}", tailnet.devices_of(&name));
+    tailnet.server.assert_no_violations();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_control_url_is_explained() {
+    if !docker_available("loopback_control_url_is_explained") {
+        return;
+    }
+    let tailnet = Tailnet::start(TEAM_POLICY, true).await;
+    let project = tailnet.project("");
+    let manifest = project.manifest();
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let loopback = text.replace(&tailnet.control_url, "http://127.0.0.1:9");
+    assert_ne!(loopback, text);
+    std::fs::write(&manifest, loopback).unwrap();
+    let name = unique_name("tsloop");
+    let _cleanup = Cleanup {
+        tailnet: &tailnet,
+        name: name.clone(),
+    };
+
+    let new = tailnet.run(&["new", "--name", &name, "--manifest", manifest.to_str().unwrap()]);
+    assert_ne!(code(&new), 0, "{}", describe(&new));
+    let error = stderr(&new);
+    let up_output = error.find("tailscale up printed: backend error: cannot reach control server http://127.0.0.1:9");
+    assert!(up_output.is_some(), "the error does not lead with tailscale up's output:\n{}", describe(&new));
+    assert!(error.contains("127.0.0.1 is the sandbox itself"), "{}", describe(&new));
+    assert!(containers_of(&name).is_empty(), "the failed launch left its container");
+    assert!(tailnet.server.valid_keys().is_empty(), "{:?}", tailnet.server.valid_keys());
 }

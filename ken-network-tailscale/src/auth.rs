@@ -21,7 +21,6 @@ const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 struct CachedToken {
     token: Secret,
     refresh_at: Instant,
-    scope: String,
 }
 
 /// The source of the `Authorization: Bearer` token of every API request.
@@ -105,7 +104,6 @@ impl TokenSource {
         *cache = Some(CachedToken {
             token: token.clone(),
             refresh_at: Instant::now() + lifetime - margin,
-            scope,
         });
         Ok(token)
     }
@@ -115,18 +113,6 @@ impl TokenSource {
         *self.cache.lock().await = None;
     }
 
-    /// Returns the tags named in the last token response's `scope`.
-    pub(crate) async fn scope_tags(&self) -> Vec<String> {
-        match self.cache.lock().await.as_ref() {
-            Some(cached) => cached
-                .scope
-                .split([' ', ','])
-                .filter(|word| word.starts_with("tag:"))
-                .map(str::to_owned)
-                .collect(),
-            None => Vec::new(),
-        }
-    }
 }
 
 impl std::fmt::Debug for TokenSource {

@@ -55,7 +55,8 @@ pub mod env {
     pub const OAUTH_CLIENT_SECRET: &str = "TAILSCALE_OAUTH_CLIENT_SECRET";
     /// The tailnet name; `-` means the credential's own tailnet.
     pub const TAILNET: &str = "TAILSCALE_TAILNET";
-    /// The API base URL, for example `https://api.tailscale.com`.
+    /// The API base URL, for example `https://api.tailscale.com`; a trailing
+    /// `/api/v2` is accepted and dropped.
     pub const BASE_URL: &str = "TAILSCALE_BASE_URL";
     /// The tag sandbox devices carry.
     pub const TAG: &str = "KEN_TAILSCALE_TAG";
@@ -182,17 +183,13 @@ impl TailscaleConfig {
         let lookup = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
         for key in table.keys() {
             if key != "kind" && !SETTINGS_KEYS.contains(&key.as_str()) {
-                return Err(Error::invalid(
-                    format!("network.{key}"),
-                    key.clone(),
-                    format!("unknown setting for kind = \"tailscale\"; the known ones are {}", SETTINGS_KEYS.join(", ")),
-                ));
+                return Err(unknown_key(key));
             }
         }
 
         let mut builder = TailscaleConfig::builder().credentials(credentials_from_env(&lookup)?);
         if let Some(url) = lookup(env::BASE_URL) {
-            builder = builder.base_url(parse_url(env::BASE_URL, &url)?);
+            builder = builder.base_url(strip_api_path(parse_url(env::BASE_URL, &url)?));
         }
 
         if let Some(tailnet) = string_setting(table, "tailnet")? {
@@ -203,9 +200,11 @@ impl TailscaleConfig {
         }
 
         if let Some(tag) = string_setting(table, "tag")? {
+            check_tag(&tag, "network.tag")?;
             builder = builder.tag(tag);
         }
         if let Some(tag) = lookup(env::TAG) {
+            check_tag(&tag, env::TAG)?;
             builder = builder.tag(tag);
         }
 
@@ -217,17 +216,17 @@ impl TailscaleConfig {
         }
 
         if let Some(expiry) = string_setting(table, "key_expiry")? {
-            builder = builder.key_expiry(parse_duration("network.key_expiry", &expiry)?);
+            builder = builder.key_expiry(parse_key_expiry("network.key_expiry", &expiry)?);
         }
         if let Some(expiry) = lookup(env::KEY_EXPIRY) {
-            builder = builder.key_expiry(parse_duration(env::KEY_EXPIRY, &expiry)?);
+            builder = builder.key_expiry(parse_key_expiry(env::KEY_EXPIRY, &expiry)?);
         }
 
         if let Some(url) = string_setting(table, "control_url")? {
-            builder = builder.control_url(parse_url("network.control_url", &url)?);
+            builder = builder.control_url(parse_control_url("network.control_url", &url)?);
         }
         if let Some(url) = lookup(env::CONTROL_URL) {
-            builder = builder.control_url(parse_url(env::CONTROL_URL, &url)?);
+            builder = builder.control_url(parse_control_url(env::CONTROL_URL, &url)?);
         }
 
         if let Some(https) = bool_setting(table, "https")? {
@@ -243,7 +242,11 @@ impl TailscaleConfig {
             builder = builder.hostname_prefix(prefix);
         }
         if let Some(timeout) = string_setting(table, "join_timeout")? {
-            builder = builder.join_timeout(parse_duration("network.join_timeout", &timeout)?);
+            let parsed = parse_duration("network.join_timeout", &timeout)?;
+            if !(MIN_JOIN_TIMEOUT..=MAX_JOIN_TIMEOUT).contains(&parsed) {
+                return Err(Error::invalid("network.join_timeout", timeout, "use a duration from 5s to 15m"));
+            }
+            builder = builder.join_timeout(parsed);
         }
 
         if let Some(user) = string_setting(table, "policy_test_user")? {
@@ -357,9 +360,10 @@ impl TailscaleConfigBuilder {
         })
     }
 
-    /// Sets the API base URL (default [`DEFAULT_BASE_URL`]).
+    /// Sets the API base URL (default [`DEFAULT_BASE_URL`]). A trailing `/api/v2`,
+    /// as Tailscale's documentation writes the API's base, is dropped.
     pub fn base_url(mut self, url: Url) -> Self {
-        self.base_url = Some(url);
+        self.base_url = Some(strip_api_path(url));
         self
     }
 
@@ -577,8 +581,80 @@ fn check_hostname_prefix(prefix: &str) -> Result<()> {
     }
 }
 
+/// Drops a trailing `/api/v2` (or `/api/v2/`) from an API base URL, since Ken adds
+/// it to every request path.
+fn strip_api_path(mut url: Url) -> Url {
+    let path = url.path().trim_end_matches('/');
+    if let Some(base) = path.strip_suffix("/api/v2") {
+        let base = base.to_owned();
+        tracing::debug!(provider = "tailscale", url = %url, "dropping the trailing /api/v2 of the API base URL; Ken adds it to each request");
+        url.set_path(if base.is_empty() { "/" } else { &base });
+    }
+    url
+}
+
+/// Builds the error for an unknown key of the `[network]` table, with the closest
+/// known key as a suggestion.
+fn unknown_key(key: &str) -> Error {
+    let closest = SETTINGS_KEYS
+        .iter()
+        .map(|known| (edit_distance(key, known), *known))
+        .min()
+        .filter(|(distance, known)| *distance <= known.len() / 3 + 1);
+    let suggestion = match closest {
+        Some((_, known)) => format!("did you mean \"{known}\"? "),
+        None => String::new(),
+    };
+    Error::invalid(
+        "[network] key",
+        key,
+        format!(
+            "unknown key for kind = \"tailscale\"; {suggestion}The known keys are {}",
+            SETTINGS_KEYS.join(", ")
+        ),
+    )
+}
+
+/// Returns the Levenshtein distance between `a` and `b`: the fewest single-character
+/// insertions, deletions and substitutions that turn one into the other.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+/// Parses a key expiry and checks its range, naming `what` and the value as written.
+fn parse_key_expiry(what: &str, value: &str) -> Result<Duration> {
+    let expiry = parse_duration(what, value)?;
+    if !(MIN_KEY_EXPIRY..=MAX_KEY_EXPIRY).contains(&expiry) {
+        return Err(Error::invalid(
+            what,
+            value,
+            "use a duration from 1m to 24h; the key is used within seconds of being minted",
+        ));
+    }
+    Ok(expiry)
+}
+
+/// Parses the control server's URL, with a control-server example in the error.
+fn parse_control_url(what: &str, value: &str) -> Result<Url> {
+    parse_url_like(what, value, "https://headscale.example.com")
+}
+
 fn parse_url(what: &str, value: &str) -> Result<Url> {
-    let url = Url::parse(value).map_err(|e| Error::invalid(what, value, format!("{e}; write a URL such as https://api.tailscale.com")))?;
+    parse_url_like(what, value, "https://api.tailscale.com")
+}
+
+fn parse_url_like(what: &str, value: &str, example: &str) -> Result<Url> {
+    let url = Url::parse(value).map_err(|e| Error::invalid(what, value, format!("{e}; write a URL such as {example}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(Error::invalid(what, value, "use an http:// or https:// URL with a host"));
     }
@@ -594,7 +670,7 @@ fn string_setting(table: &toml::Table, key: &str) -> Result<Option<String>> {
     match table.get(key) {
         None => Ok(None),
         Some(toml::Value::String(value)) => Ok(Some(value.clone())),
-        Some(other) => Err(Error::invalid(format!("network.{key}"), other.to_string(), "use a string")),
+        Some(other) => Err(Error::invalid(format!("network.{key}"), value_text(other), "use a string in quotes")),
     }
 }
 
@@ -602,7 +678,16 @@ fn bool_setting(table: &toml::Table, key: &str) -> Result<Option<bool>> {
     match table.get(key) {
         None => Ok(None),
         Some(toml::Value::Boolean(value)) => Ok(Some(*value)),
-        Some(other) => Err(Error::invalid(format!("network.{key}"), other.to_string(), "use true or false")),
+        Some(other) => Err(Error::invalid(format!("network.{key}"), value_text(other), "use true or false, without quotes")),
+    }
+}
+
+/// Returns a TOML value as the user wrote it: a string's text without quotes and
+/// escapes, any other value in TOML syntax.
+fn value_text(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(text) => text.clone(),
+        other => other.to_string(),
     }
 }
 

@@ -234,7 +234,9 @@ async fn forbidden_key_tags_unknown_client_tags() {
         .unwrap();
     let message = client(config).create_auth_key(&sandbox_key("demo")).await.unwrap_err().to_string();
     assert!(message.contains("[tag:ken-sandbox]"), "{message}");
-    assert!(message.contains("does not know which tags"), "{message}");
+    assert!(message.contains("tags are unknown to Ken"), "{message}");
+    assert!(message.contains("KEN_TAILSCALE_OAUTH_TAGS"), "{message}");
+    assert!(message.contains("OAuth clients in the admin console"), "{message}");
 }
 
 #[tokio::test]
@@ -282,4 +284,21 @@ async fn device_that_never_appears_times_out() {
     let visible = server.add_device(DeviceSpec::new("ken-real-abc123", &["tag:ken-sandbox"]));
     let found = client.wait_for_device(&visible.node_id, Duration::from_secs(5)).await.unwrap();
     assert_eq!(found.hostname, "ken-real-abc123");
+}
+
+#[tokio::test]
+async fn wrong_tailnet_is_named() {
+    let server = server().await;
+    let mut config = token_config(&server);
+    config.tailnet = "wrong.example.org".to_owned();
+    let client = client(config);
+    for error in [
+        client.list_devices(&DeviceFilter::default()).await.unwrap_err(),
+        client.get_policy().await.unwrap_err(),
+    ] {
+        let message = error.to_string();
+        assert!(matches!(error, Error::InvalidInput { .. }), "{message}");
+        assert!(message.contains("\"wrong.example.org\""), "the error does not name the tailnet: {message}");
+        assert!(message.contains("TAILSCALE_TAILNET"), "{message}");
+    }
 }

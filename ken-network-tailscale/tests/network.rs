@@ -356,3 +356,51 @@ async fn reap_scope_follows_owner() {
     network(&server, |_| {}).reap(&live, false).await.unwrap();
     assert!(server.device(&orphan.node_id).is_none(), "the owner's gc kept its orphan");
 }
+
+/// Starts a server with `policy` whose only OAuth client carries `tag:ci`, and a
+/// network configured with the client's tags.
+async fn ci_client_network(policy: &str, apply_policy: bool) -> (TestServer, TailscaleNetwork) {
+    let oauth = ken_testserver_tailscale::OAuthClient::generate(&["auth_keys", "devices:core", "policy_file"], &["tag:ci"]);
+    let server = TestServer::start(
+        ken_testserver_tailscale::TestServerConfig::default()
+            .with_control_bind(None)
+            .with_oauth_client(oauth.clone())
+            .with_policy(policy),
+    )
+    .await;
+    let config = TailscaleConfig::builder()
+        .oauth_client(oauth.id.clone(), oauth.secret.clone())
+        .oauth_tags(oauth.tags.clone())
+        .policy_test_user("admin@example.com")
+        .apply_policy(apply_policy)
+        .base_url(url::Url::parse(&server.api_url()).unwrap())
+        .build()
+        .unwrap();
+    let network = TailscaleNetwork::with_client(common::client(config));
+    (server, network)
+}
+
+#[tokio::test]
+async fn ensure_policy_rejects_foreign_client_tags() {
+    let (server, network) = ci_client_network(ADMIN_POLICY, true).await;
+
+    let error = network.ensure_policy(&ken_core::AccessPolicy::standard()).await.unwrap_err();
+    let message = error.to_string();
+    assert!(matches!(error, Error::InvalidInput { .. }), "{message}");
+    assert!(message.contains("\"tag:ken-sandbox\""), "the error does not name the requested tag: {message}");
+    assert!(message.contains("[tag:ci]"), "the error does not name the client's tags: {message}");
+    assert!(message.contains("[autogroup:admin]"), "the error does not name the tag's owners: {message}");
+    assert!(server.keys().is_empty(), "{:?}", server.keys());
+    assert_eq!(server.policy_writes(), 0, "the failed preflight wrote the policy");
+}
+
+#[tokio::test]
+async fn ensure_policy_accepts_tag_owned_by_client_tag() {
+    let policy = ADMIN_POLICY.replace(r#""tag:ken-sandbox": ["autogroup:admin"],"#, r#""tag:ken-sandbox": ["tag:ci"],"#);
+    assert_ne!(policy, ADMIN_POLICY);
+    let (server, network) = ci_client_network(&policy, true).await;
+
+    network.ensure_policy(&ken_core::AccessPolicy::standard()).await.unwrap();
+    assert_eq!(server.policy_writes(), 1);
+    server.assert_no_violations();
+}

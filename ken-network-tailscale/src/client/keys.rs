@@ -198,13 +198,16 @@ impl TailscaleClient {
         if requested.is_empty() {
             requested = tags.to_vec();
         }
-        let (allowed, source) = self.known_client_tags().await;
+        let allowed = self.known_client_tags();
         let allowed_text = if allowed.is_empty() {
-            "Ken does not know which tags the OAuth client may mint (set KEN_TAILSCALE_OAUTH_TAGS to its tags, \
-             or see the client under Settings > OAuth clients in the admin console)"
-                .to_owned()
+            format!(
+                "the OAuth client's own tags are unknown to Ken, because the API does not report them; \
+                 see them on the client's page under Settings > OAuth clients in the admin console, \
+                 and export {}=\"tag:a tag:b\" with them so that this error names them",
+                crate::config::env::OAUTH_TAGS
+            )
         } else {
-            format!("the OAuth client may mint [{}] ({source})", allowed.join(" "))
+            format!("the OAuth client may mint only [{}] (from {})", allowed.join(" "), crate::config::env::OAUTH_TAGS)
         };
         let fix = if self.uses_oauth() {
             format!(

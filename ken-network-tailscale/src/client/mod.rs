@@ -97,19 +97,12 @@ impl TailscaleClient {
         &self.http
     }
 
-    /// Returns the tags the OAuth client may mint and where Ken learned them, for
-    /// error messages.
-    pub(crate) async fn known_client_tags(&self) -> (Vec<String>, &'static str) {
-        if !self.config.oauth_tags.is_empty() {
-            return (self.config.oauth_tags.clone(), "from KEN_TAILSCALE_OAUTH_TAGS");
-        }
-        if self.tokens.is_oauth() {
-            let tags = self.tokens.scope_tags().await;
-            if !tags.is_empty() {
-                return (tags, "from the scope of the OAuth access token");
-            }
-        }
-        (Vec::new(), "")
+    /// Returns the tags the OAuth client may mint, from `KEN_TAILSCALE_OAUTH_TAGS`
+    /// (empty when unset). The API does not report an OAuth client's tags: the
+    /// token response carries only `access_token`, `token_type`, `expires_in` and
+    /// `scope`.
+    pub(crate) fn known_client_tags(&self) -> &[String] {
+        &self.config.oauth_tags
     }
 
     /// Returns whether the credential is an OAuth client.
@@ -175,7 +168,11 @@ impl TailscaleClient {
             if status.is_success() {
                 return Ok(Reply { headers, body });
             }
-            let error = error::from_response(status, &body, &call.operation, call.resource, wait);
+            let error = if status == StatusCode::NOT_FOUND && call.resource.is_none() && path.starts_with("tailnet/") {
+                self.unknown_tailnet(&call.operation)
+            } else {
+                error::from_response(status, &body, &call.operation, call.resource, wait)
+            };
             tracing::debug!(provider = "tailscale", operation = %call.operation, status = status.as_u16(), %error, "the Tailscale API returned an error");
             return Err(error);
         }
@@ -193,6 +190,24 @@ impl TailscaleClient {
         let reply = self.call(call, make, method, path).await?;
         serde_json::from_str(&reply.body)
             .map_err(|e| Error::backend_with("tailscale", format!("{operation}: the response is not the expected JSON"), e))
+    }
+
+    /// Builds the error for a 404 on a tailnet-wide path (devices, keys, policy
+    /// file). Such a 404 means the credential has no access to a tailnet of the
+    /// configured name.
+    // NOTE: a 404 on one key or device under a wrong tailnet still reads as that
+    // key or device being gone.
+    fn unknown_tailnet(&self, operation: &str) -> Error {
+        Error::invalid(
+            "tailnet",
+            self.config.tailnet.clone(),
+            format!(
+                "{operation} returned HTTP 404: the credential has no access to a tailnet of that name; set {} (or tailnet in \
+                 [network]) to the tailnet's name from the admin console's Settings > General page, or to - for the \
+                 credential's own tailnet",
+                crate::config::env::TAILNET
+            ),
+        )
     }
 
     /// Returns the tailnet path segment.

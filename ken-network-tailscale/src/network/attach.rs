@@ -5,6 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use ken_core::network::Attachment;
 use ken_core::plan::tail_lines;
+use url::Url;
 use ken_core::{archive, Error, ExecOutput, ExecRequest, Result, Sandbox};
 
 use super::commands::{self, TAILSCALE_DIR};
@@ -117,6 +118,10 @@ async fn wait_running(network: &TailscaleNetwork, sandbox: &Sandbox, up: Option<
     let timeout = network.config().join_timeout;
     let deadline = tokio::time::Instant::now() + timeout;
     let mut interval = Duration::from_millis(200);
+    if up.is_some_and(control_unreachable) {
+        let last = "the control server was not reached";
+        return Err(join_failure(sandbox, up, last, timeout, network.config().control_url.as_ref()).await);
+    }
     loop {
         let output = sandbox.exec_output(commands::status()).await?;
         let last = match serde_json::from_slice::<Status>(&output.stdout) {
@@ -152,26 +157,62 @@ async fn wait_running(network: &TailscaleNetwork, sandbox: &Sandbox, up: Option<
             Err(_) => format!("status printed no JSON ({})", tail_lines(&output.stderr_text(), 3).trim()),
         };
         if up.is_some_and(|up| !up.status.success()) || tokio::time::Instant::now() + interval > deadline {
-            return Err(join_failure(sandbox, up, &last, timeout).await);
+            return Err(join_failure(sandbox, up, &last, timeout, network.config().control_url.as_ref()).await);
         }
         tokio::time::sleep(interval).await;
         interval = (interval * 2).min(Duration::from_secs(2));
     }
 }
 
-async fn join_failure(sandbox: &Sandbox, up: Option<&ExecOutput>, last: &str, timeout: Duration) -> Error {
+/// Builds the error of a join that failed: `tailscale up`'s own output first, when
+/// it failed, then the last status, and the daemon's log as the log tail.
+async fn join_failure(sandbox: &Sandbox, up: Option<&ExecOutput>, last: &str, timeout: Duration, login_server: Option<&Url>) -> Error {
     let log = match sandbox.exec_output(commands::log_tail()).await {
         Ok(output) => output.stdout_text(),
         Err(error) => format!("(failed to read {}: {error})", commands::log_path()),
     };
     let status = match up {
-        Some(up) if !up.status.success() => format!("tailscale up failed ({}); {last}{}", up.status, up_detail(Some(up))),
+        Some(up) if !up.status.success() => {
+            let printed = tail_lines(&format!("{}{}", up.stdout_text(), up.stderr_text()), 5);
+            let printed = printed.trim();
+            let printed = if printed.is_empty() { "nothing".to_owned() } else { printed.to_owned() };
+            format!("tailscale up printed: {printed} ({}; last state: {last}){}", up.status, loopback_hint(login_server))
+        }
         _ => format!("not running after {} ({last})", humantime::format_duration(timeout)),
     };
     Error::StepFailed {
         step: format!("joining sandbox {} to the tailnet", sandbox.name()),
         status,
         log_tail: tail_lines(&log, 20),
+    }
+}
+
+/// Returns whether a failed `tailscale up` printed that it could not connect to the
+/// control server. The node's NeedsLogin state then tells nothing about the key.
+fn control_unreachable(up: &ExecOutput) -> bool {
+    if up.status.success() {
+        return false;
+    }
+    let printed = format!("{}{}", up.stdout_text(), up.stderr_text()).to_lowercase();
+    ["cannot reach control server", "connection refused", "dial tcp", "no route to host", "i/o timeout"]
+        .iter()
+        .any(|sign| printed.contains(sign))
+}
+
+/// Explains, when the control server's URL is a loopback address, that inside the
+/// sandbox that address is the sandbox itself.
+fn loopback_hint(login_server: Option<&Url>) -> String {
+    let loopback = login_server.and_then(Url::host).is_some_and(|host| match host {
+        url::Host::Domain(name) => name == "localhost",
+        url::Host::Ipv4(address) => address.is_loopback(),
+        url::Host::Ipv6(address) => address.is_loopback(),
+    });
+    match login_server {
+        Some(url) if loopback => format!(
+            "; the control URL {url} is a loopback address, and inside a sandbox 127.0.0.1 is the sandbox itself: \
+             use an address the sandbox can reach, such as the host's address on the sandbox network"
+        ),
+        _ => String::new(),
     }
 }
 

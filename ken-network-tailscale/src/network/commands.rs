@@ -15,6 +15,11 @@ use url::Url;
 /// provider's state file.
 pub const TAILSCALE_DIR: &str = "/run/ken/tailscale";
 
+/// The folder of the socket `tailscale` uses without `--socket`. Attach links
+/// `tailscaled.sock` there to Ken's socket, so a plain `tailscale status` in the
+/// sandbox works; when the folder is not writable the link is skipped.
+pub const DEFAULT_SOCKET_DIR: &str = "/var/run/tailscale";
+
 /// How long `tailscaled` may take to open its socket.
 const DAEMON_START_SECONDS: u32 = 15;
 
@@ -52,7 +57,8 @@ pub(crate) fn prepare() -> ExecRequest {
 /// Starts `tailscaled` in its own session, detached from the exec, unless it runs
 /// already, and waits until its socket path exists (`-e`, not `-S`, so a daemon
 /// that marks its address with a plain file also works). Exits 3 when the socket never
-/// appears and 4 when the daemon exits first.
+/// appears and 4 when the daemon exits first. Then links the default socket path to
+/// Ken's socket (see [`DEFAULT_SOCKET_DIR`]).
 pub(crate) fn start_daemon() -> ExecRequest {
     let script = format!(
         r#"if [ -f {pid} ] && kill -0 "$(cat {pid})" 2>/dev/null; then exit 0; fi
@@ -64,7 +70,9 @@ while [ ! -e {socket} ]; do
   i=$((i + 1))
   [ "$i" -gt {limit} ] && exit 3
   sleep 0.1
-done"#,
+done
+{{ mkdir -p {default_dir} && ln -sfn {socket} {default_dir}/tailscaled.sock; }} 2>/dev/null || true"#,
+        default_dir = DEFAULT_SOCKET_DIR,
         pid = pid_path(),
         dir = TAILSCALE_DIR,
         socket = socket_path(),

@@ -86,18 +86,35 @@ pub(super) async fn detach(network: &TailscaleNetwork, sandbox: &Sandbox) -> Res
     Ok(())
 }
 
-/// Runs `tailscale logout` inside the sandbox; a failure (no daemon, a stopped or
-/// missing sandbox) is logged and ignored, since the host deletes the device next.
-async fn logout(sandbox: &Sandbox) {
+impl TailscaleNetwork {
+    /// Runs `tailscale logout` inside `sandbox` and stops its `tailscaled`, with no
+    /// API call, and returns whether the logout succeeded.
+    ///
+    /// This is what can be done for a tailnet sandbox when no API credentials are
+    /// configured: the node leaves the tailnet, but its device record and auth key
+    /// stay until `ken gc` runs with credentials. A failure (no daemon, a stopped
+    /// or missing sandbox) is logged and returns `false`.
+    pub async fn logout_only(sandbox: &Sandbox) -> bool {
+        logout(sandbox).await
+    }
+}
+
+/// Runs `tailscale logout` inside the sandbox and returns whether it succeeded. A
+/// failure (no daemon, a stopped or missing sandbox) is only logged, because the
+/// host deletes the device next.
+async fn logout(sandbox: &Sandbox) -> bool {
     match sandbox.exec_output(commands::logout()).await {
         Ok(output) if output.status.success() => {
             tracing::debug!(sandbox.name = %sandbox.name(), provider = "tailscale", phase = "network", "logged the node out");
+            true
         }
         Ok(output) => {
             tracing::debug!(sandbox.name = %sandbox.name(), provider = "tailscale", phase = "network", status = %output.status, stderr = %output.stderr_text().trim(), "tailscale logout failed; the device is deleted through the API instead");
+            false
         }
         Err(error) => {
             tracing::debug!(sandbox.name = %sandbox.name(), provider = "tailscale", phase = "network", %error, "could not run tailscale logout; the device is deleted through the API instead");
+            false
         }
     }
 }

@@ -159,6 +159,37 @@ impl TailscaleNetwork {
         policy::check(&self.client, &section).await
     }
 
+    /// Checks, before any key is minted, that the OAuth client may mint keys with
+    /// the sandbox tag. This runs only when the client's tags are configured
+    /// (`KEN_TAILSCALE_OAUTH_TAGS`). The tag must be one of them or be owned by one
+    /// of them in `tagOwners`. When the tag has no owners yet, the check uses those
+    /// that `apply_policy` would write.
+    fn check_client_tags(&self, status: &PolicyStatus) -> Result<()> {
+        let config = self.config();
+        let client_tags = &config.oauth_tags;
+        if !self.client.uses_oauth() || client_tags.is_empty() {
+            return Ok(());
+        }
+        let owners = if status.tag_owners.is_empty() { &config.tag_owners } else { &status.tag_owners };
+        let tag = &config.tag;
+        if client_tags.contains(tag) || owners.iter().any(|owner| client_tags.contains(owner)) {
+            return Ok(());
+        }
+        tracing::error!(provider = "tailscale", phase = "network", tag = %tag, client_tags = ?client_tags, owners = ?owners, "the OAuth client may not mint keys with the sandbox tag");
+        Err(Error::invalid(
+            "KEN_TAILSCALE_TAG or network.tag",
+            tag.clone(),
+            format!(
+                "the OAuth client may mint keys only with its own tags [{}] (from {}) or tags they own in tagOwners, \
+                 and tagOwners gives {tag} the owners [{}]; give the OAuth client the tag {tag} in the admin console, \
+                 set KEN_TAILSCALE_TAG to one of the client's tags, or add one of them to tagOwners[\"{tag}\"]",
+                client_tags.join(" "),
+                env::OAUTH_TAGS,
+                owners.join(" "),
+            ),
+        ))
+    }
+
     fn render(&self, policy: &AccessPolicy, test_user: Option<String>) -> Result<PolicySection> {
         let config = self.config();
         policy::render(
@@ -231,6 +262,7 @@ impl NetworkProvider for TailscaleNetwork {
 
     async fn ensure_policy(&self, policy: &AccessPolicy) -> Result<()> {
         let status = self.check_policy(policy).await?;
+        self.check_client_tags(&status)?;
         if status.is_in_force() {
             tracing::debug!(provider = "tailscale", phase = "network", tag = %self.config().tag, "the tailnet policy is in force");
             return Ok(());

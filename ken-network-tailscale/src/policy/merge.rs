@@ -2,10 +2,12 @@
 //!
 //! Only Ken's entries are inserted, replaced or removed; every other byte of the
 //! file stays as it was, comments and order included. Ken marks each entry it
-//! writes with a line comment containing [`MARKER`] right above it. On the next
-//! apply a marked entry that still matches the section is kept, a marked entry that
+//! writes with a line comment containing [`MARKER`] and the sandbox tag right above
+//! it, so sections for different tags live side by side. On the next apply for a
+//! tag, a marked entry of that tag that still matches the section is kept, one that
 //! no longer matches is removed, and a missing entry is appended at the end of its
-//! list. An unmarked entry equal to one of Ken's (an admin wrote it by hand) counts
+//! list. Entries marked for other tags are left alone. A marker without a tag
+//! (written by older versions of Ken) belongs to the tag its entry names. An unmarked entry equal to one of Ken's (an admin wrote it by hand) counts
 //! as present, so nothing is duplicated.
 
 use ken_core::{Error, Result};
@@ -17,8 +19,35 @@ use super::render::{inline, PolicySection};
 /// The text that marks an entry Ken wrote.
 pub const MARKER: &str = "ken:managed";
 
-/// The comment Ken writes above each of its entries.
-const MARKER_COMMENT: &str = "// ken:managed - `ken policy apply` writes and replaces this entry";
+/// Returns the comment Ken writes above each of its entries for `tag`.
+fn marker_comment(tag: &str) -> String {
+    format!("// {MARKER} {tag} - `ken policy apply` writes and replaces this entry")
+}
+
+/// Returns whether an entry whose leading text is `leading` carries Ken's marker
+/// for `tag`. A marker that names no tag counts for `tag` when `entry` names it.
+fn is_marked_for(leading: &str, entry: &Value, tag: &str) -> bool {
+    let Some(at) = leading.rfind(MARKER) else {
+        return false;
+    };
+    let after = &leading[at + MARKER.len()..];
+    let word = after.split_whitespace().next().unwrap_or("");
+    if word.starts_with("tag:") {
+        word == tag
+    } else {
+        names_tag(entry, tag)
+    }
+}
+
+/// Returns whether any string in `value` is `tag` or `tag:PORT`.
+fn names_tag(value: &Value, tag: &str) -> bool {
+    match value {
+        Value::String(text) => text == tag || text.strip_prefix(tag).is_some_and(|rest| rest.starts_with(':')),
+        Value::Array(items) => items.iter().any(|item| names_tag(item, tag)),
+        Value::Object(members) => members.values().any(|member| names_tag(member, tag)),
+        _ => false,
+    }
+}
 
 /// One replacement of a byte range of the text.
 struct Edit {
@@ -51,7 +80,7 @@ pub fn merge(text: &str, section: &PolicySection) -> Result<String> {
             None if entries.is_empty() => {}
             None => new_members.push((name, entries.iter().map(inline).collect(), '[')),
             Some(member) => match &member.value.value.kind {
-                Kind::Array(array) => merge_list(text, array, entries, indent_unit, &mut edits),
+                Kind::Array(array) => merge_list(text, array, entries, &section.tag, indent_unit, &mut edits),
                 _ => return Err(not_a(name, "an array", text, &member.value.value)),
             },
         }
@@ -64,11 +93,12 @@ pub fn merge(text: &str, section: &PolicySection) -> Result<String> {
             .map(|(name, entries, open)| {
                 let close = if open == '[' { ']' } else { '}' };
                 let inner = format!("{indent}{indent_unit}");
-                let body: String = entries.iter().map(|entry| format!("\n{inner}{MARKER_COMMENT}\n{inner}{entry},")).collect();
+                let marker = marker_comment(&section.tag);
+                let body: String = entries.iter().map(|entry| format!("\n{inner}{marker}\n{inner}{entry},")).collect();
                 format!("{}: {open}{body}\n{indent}{close}", Value::String(name.to_owned()))
             })
             .collect();
-        append(text, object, members, &indent, false, &mut edits);
+        append(text, object, members, &indent, None, &mut edits);
     }
 
     Ok(apply_edits(text, edits))
@@ -84,7 +114,7 @@ fn merge_tag_owner(
     edits: &mut Vec<Edit>,
 ) {
     match owners.items.iter().find(|item| &item.value.key == tag) {
-        Some(item) if item.leading(text).contains(MARKER) && item.value.value.to_json() != *value => {
+        Some(item) if is_marked_for(item.leading(text), &Value::String(tag.clone()), tag) && item.value.value.to_json() != *value => {
             edits.push(Edit {
                 range: item.value.value.span.clone(),
                 text: inline(value),
@@ -93,15 +123,15 @@ fn merge_tag_owner(
         Some(_) => {}
         None => {
             let indent = item_indent(text, owners.items.last().map(|item| item.start), owners.close, indent_unit);
-            append(text, owners, vec![object_entry(tag, value)], &indent, true, edits);
+            append(text, owners, vec![object_entry(tag, value)], &indent, Some(tag), edits);
         }
     }
 }
 
-/// Keeps Ken's marked entries that are still wanted, removes the others, and
-/// appends the wanted entries that are missing.
-fn merge_list(text: &str, array: &Container<Node>, wanted: &[Value], indent_unit: &str, edits: &mut Vec<Edit>) {
-    let is_marked = |item: &Item<Node>| item.leading(text).contains(MARKER);
+/// Keeps Ken's entries marked for `tag` that are still wanted, removes the others
+/// marked for `tag`, and appends the wanted entries that are missing.
+fn merge_list(text: &str, array: &Container<Node>, wanted: &[Value], tag: &str, indent_unit: &str, edits: &mut Vec<Edit>) {
+    let is_marked = |item: &Item<Node>| is_marked_for(item.leading(text), &item.value.to_json(), tag);
     let mut missing: Vec<&Value> = wanted
         .iter()
         .filter(|entry| !array.items.iter().any(|item| !is_marked(item) && item.value.to_json() == **entry))
@@ -122,17 +152,20 @@ fn merge_list(text: &str, array: &Container<Node>, wanted: &[Value], indent_unit
         return;
     }
     let indent = item_indent(text, array.items.last().map(|item| item.start), array.close, indent_unit);
-    append(text, array, missing.into_iter().map(inline).collect(), &indent, true, edits);
+    append(text, array, missing.into_iter().map(inline).collect(), &indent, Some(tag), edits);
 }
 
 /// Inserts `entries` after the container's last item (and after any comment on
-/// that item's line), each followed by a comma and, when `marked`, under a marker
-/// comment.
-fn append<T>(text: &str, container: &Container<T>, entries: Vec<String>, indent: &str, marked: bool, edits: &mut Vec<Edit>)
+/// that item's line), each followed by a comma and, with a `marker_tag`, under a
+/// marker comment for that tag.
+fn append<T>(text: &str, container: &Container<T>, entries: Vec<String>, indent: &str, marker_tag: Option<&str>, edits: &mut Vec<Edit>)
 where
     Item<T>: ItemEnd,
 {
-    let marker = if marked { format!("\n{indent}{MARKER_COMMENT}") } else { String::new() };
+    let marker = match marker_tag {
+        Some(tag) => format!("\n{indent}{}", marker_comment(tag)),
+        None => String::new(),
+    };
     let body: String = entries.iter().map(|entry| format!("{marker}\n{indent}{entry},")).collect();
     let Some(last) = container.items.last() else {
         let closing_indent = line_indent(text, container.close);
@@ -268,6 +301,19 @@ pub(crate) fn contains_section(root: &Node, section: &PolicySection) -> bool {
             .grants
             .iter()
             .all(|grant| grants.contains(grant) || acls.contains(&legacy_acl(grant)))
+}
+
+/// Returns the owners of `tag` in the policy's `tagOwners`.
+pub(crate) fn tag_owners(root: &Node, tag: &str) -> Vec<String> {
+    let owners = root
+        .member("tagOwners")
+        .and_then(|owners| owners.value.value.member(tag))
+        .map(|owners| owners.value.value.to_json());
+    match owners {
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        Some(Value::String(one)) => vec![one],
+        _ => Vec::new(),
+    }
 }
 
 /// Returns the legacy ACL equivalent of a grant `{"src", "dst": [tag], "ip": ["*"]}`,

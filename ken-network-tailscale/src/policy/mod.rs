@@ -36,6 +36,9 @@ pub struct PolicyStatus {
     pub section_present: bool,
     /// Rules that let sandboxes open connections.
     pub conflicts: Vec<Conflict>,
+    /// The owners of the sandbox tag in the file's `tagOwners`, empty when the tag
+    /// has none.
+    pub tag_owners: Vec<String>,
 }
 
 impl PolicyStatus {
@@ -104,6 +107,7 @@ pub async fn check(client: &TailscaleClient, section: &PolicySection) -> Result<
     Ok(PolicyStatus {
         section_present: merge::contains_section(&root, section),
         conflicts: conflict::find_conflicts(&current.text, &root, &section.tag),
+        tag_owners: merge::tag_owners(&root, &section.tag),
     })
 }
 

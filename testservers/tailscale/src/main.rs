@@ -99,8 +99,8 @@ async fn main() -> ExitCode {
         }
     };
     // The credentials are printed on purpose: they exist only in this test server.
-    println!("API URL:             {}/api/v2", server.api_url());
-    println!("control URL:         {}", server.control_url().unwrap_or_default());
+    println!("TAILSCALE_BASE_URL:  {}  (the API is under /api/v2)", server.api_url());
+    println!("control URL:         {}  (KEN_TAILSCALE_CONTROL_URL or control_url)", server.control_url().unwrap_or_default());
     println!("tailnet:             {}", server.tailnet());
     println!("API access token:    {}", server.api_token());
     println!("OAuth client id:     {}", server.oauth_client().id);

@@ -97,6 +97,58 @@ fn merge_replaces_changed_ken_entries() {
     assert_eq!(strip_ken_lines(&changed), strip_ken_lines(&once));
 }
 
+fn section_for(tag: &str) -> PolicySection {
+    render(
+        &AccessPolicy::standard(),
+        &RenderOptions {
+            tag: tag.to_owned(),
+            tag_owners: vec!["autogroup:admin".to_owned()],
+            test_user: Some("alice@example.com".to_owned()),
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn merge_for_second_tag_keeps_first() {
+    let first = merge(ADMIN_POLICY, &section()).unwrap();
+    let both = merge(&first, &section_for("tag:other")).unwrap();
+    let parsed = hujson::parse(&both).unwrap().to_json();
+    let grants = parsed["grants"].as_array().unwrap();
+    assert!(grants.contains(&json!({"src": ["autogroup:member"], "dst": ["tag:ken-sandbox"], "ip": ["*"]})), "{both}");
+    assert!(grants.contains(&json!({"src": ["autogroup:member"], "dst": ["tag:other"], "ip": ["*"]})), "{both}");
+    assert_eq!(parsed["tests"].as_array().unwrap().len(), 7, "{both}");
+    assert_eq!(parsed["tagOwners"]["tag:ken-sandbox"], json!(["autogroup:admin"]));
+    assert_eq!(parsed["tagOwners"]["tag:other"], json!(["autogroup:admin"]));
+    assert!(contains_section(&hujson::parse(&both).unwrap(), &section()), "{both}");
+
+    // Applying either tag again changes nothing.
+    assert_eq!(merge(&both, &section_for("tag:other")).unwrap(), both);
+    assert_eq!(merge(&both, &section()).unwrap(), both);
+    assert!(both.contains("// ken:managed tag:other - "), "{both}");
+    assert!(both.contains("// ken:managed tag:ken-sandbox - "), "{both}");
+}
+
+#[test]
+fn old_marker_without_tag_belongs_to_named_tag() {
+    let old = merge(ADMIN_POLICY, &section()).unwrap().replace("ken:managed tag:ken-sandbox -", "ken:managed -");
+    assert!(!old.contains("ken:managed tag:"), "{old}");
+
+    // The same tag again: the old entries count as present, nothing changes.
+    assert_eq!(merge(&old, &section()).unwrap(), old);
+
+    // Another tag leaves the old entries, which name tag:ken-sandbox, alone.
+    let other = merge(&old, &section_for("tag:other")).unwrap();
+    assert!(contains_section(&hujson::parse(&other).unwrap(), &section()), "{other}");
+    assert_eq!(hujson::parse(&other).unwrap().to_json()["tests"].as_array().unwrap().len(), 7, "{other}");
+
+    // A changed section for the old tag replaces its old entries.
+    let mut fewer = section();
+    fewer.tests.truncate(1);
+    let changed = merge(&old, &fewer).unwrap();
+    assert_eq!(hujson::parse(&changed).unwrap().to_json()["tests"].as_array().unwrap().len(), 2, "{changed}");
+}
+
 #[test]
 fn merge_into_empty_policy() {
     let merged = merge("{}", &section()).unwrap();

@@ -51,6 +51,16 @@ total_start=$SECONDS
 echo "ken: KEN_REQUIRE_DOCKER=${KEN_REQUIRE_DOCKER:-unset}"
 timed "Docker engine setup" scripts/docker-up.sh
 
+# The Modal test server runs its sandboxes in network namespaces it makes with `ip`
+# (iproute2) and joins them with util-linux's unshare, nsenter and setpriv.
+if ! command -v ip >/dev/null 2>&1; then
+  echo "ken: installing iproute2 for the Modal test server's network namespaces"
+  sudo_if_needed=()
+  [ "$(id -u)" -eq 0 ] || sudo_if_needed=(sudo)
+  "${sudo_if_needed[@]}" apt-get update -qq
+  "${sudo_if_needed[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null
+fi
+
 status=0
 timed "cargo test" cargo test --workspace --all-features "$@" || status=$?
 if [ "$status" -eq 0 ]; then

@@ -122,10 +122,26 @@ impl Orchestrator {
         if ready {
             return None;
         }
-        let launcher_dead = info.labels.get(labels::LAUNCHER).is_some_and(launcher::is_dead);
-        let deadline_passed = info.labels.launch_deadline().is_some_and(|deadline| deadline <= now);
-        (launcher_dead || deadline_passed).then_some(GcReason::Abandoned)
+        launch_abandoned(info, now).then_some(GcReason::Abandoned)
     }
+}
+
+/// Returns true when the launch of a sandbox that is not ready will never finish:
+/// its launcher process is gone or its launch deadline passed.
+pub(super) fn launch_abandoned(info: &SandboxInfo, now: u64) -> bool {
+    let launcher_dead = info.labels.get(labels::LAUNCHER).is_some_and(launcher::is_dead);
+    let deadline_passed = info.labels.launch_deadline().is_some_and(|deadline| deadline <= now);
+    launcher_dead || deadline_passed
+}
+
+/// Returns the launcher label of a sandbox whose launch was abandoned, for messages.
+pub(super) fn abandoned_by(info: &SandboxInfo) -> Option<String> {
+    launch_abandoned(info, labels::unix_now()).then(|| {
+        info.labels
+            .get(labels::LAUNCHER)
+            .unwrap_or("unknown launcher")
+            .to_owned()
+    })
 }
 
 /// Returns true for a resource that names a sandbox which no longer exists. Cached

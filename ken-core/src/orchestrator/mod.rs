@@ -15,6 +15,7 @@ use serde::Serialize;
 use tokio_util::task::TaskTracker;
 
 use crate::error::{Error, Result};
+use gc::abandoned_by;
 use crate::exec::{ExecProcess, ExecRequest};
 use crate::harness::AgentHarness;
 use crate::labels::{self, LabelSelector};
@@ -215,7 +216,21 @@ impl Orchestrator {
                     if sandbox.info().state == crate::sandbox::SandboxState::Stopped {
                         return Err(Error::backend(
                             self.provider.name(),
-                            format!("sandbox {name:?} stopped before it became ready; see `ken logs {name}`"),
+                            format!("sandbox {name} stopped before it became ready; see `ken logs {name}`"),
+                        ));
+                    }
+                    if let Some(launcher) = abandoned_by(sandbox.info()) {
+                        // The launcher may have written the marker just before it exited.
+                        if marker::read(&sandbox).await.is_some() {
+                            return Ok(sandbox);
+                        }
+                        tracing::warn!(sandbox.name = %name, provider = self.provider.name(), %launcher, "sandbox launch was abandoned");
+                        return Err(Error::backend(
+                            self.provider.name(),
+                            format!(
+                                "sandbox {name} will never become ready: the process that launched it ({launcher}) \
+                                 is gone or its launch deadline passed; remove it with `ken rm {name}` or `ken gc`"
+                            ),
                         ));
                     }
                 }
@@ -226,7 +241,7 @@ impl Orchestrator {
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(Error::Timeout {
-                    operation: format!("waiting for sandbox {name:?} to become ready"),
+                    operation: format!("waiting for sandbox {name} to become ready"),
                     after: timeout,
                 });
             }

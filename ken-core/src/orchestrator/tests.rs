@@ -654,6 +654,37 @@ async fn gc_dry_run_removes_nothing() {
     assert!(removed.names().is_empty(), "{:?}", removed.names());
 }
 
+#[tokio::test(start_paused = true)]
+async fn wait_ready_stops_for_abandoned_launch() {
+    let removed = Destroyed::default();
+    let orchestrator = Orchestrator::builder(Arc::new(gc_provider(&removed))).build();
+    let name = SandboxName::new("abandoned").unwrap();
+
+    let error = orchestrator
+        .wait_ready(&name, Duration::from_secs(600))
+        .await
+        .expect_err("an abandoned launch never becomes ready");
+    let message = error.to_string();
+    assert!(!matches!(error, Error::Timeout { .. }), "{message}");
+    assert!(message.contains("will never become ready"), "{message}");
+    assert!(message.contains("ken rm abandoned"), "{message}");
+    assert!(!message.contains("SandboxName("), "{message}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_ready_keeps_waiting_for_live_launcher() {
+    let removed = Destroyed::default();
+    let orchestrator = Orchestrator::builder(Arc::new(gc_provider(&removed))).build();
+    let name = SandboxName::new("starting").unwrap();
+
+    let error = orchestrator
+        .wait_ready(&name, Duration::from_secs(5))
+        .await
+        .expect_err("no marker appears");
+    assert!(matches!(error, Error::Timeout { .. }), "{error}");
+    assert!(error.to_string().contains("sandbox starting to become ready"), "{error}");
+}
+
 #[test]
 fn default_owner_is_never_empty() {
     assert!(!default_owner().is_empty());

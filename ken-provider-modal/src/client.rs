@@ -113,9 +113,7 @@ impl ControlClient {
 
             let mut grpc = self.inner.grpc.clone();
             let call = async {
-                grpc.ready()
-                    .await
-                    .map_err(|e| Status::unavailable(format!("the connection to Modal failed: {e}")))?;
+                grpc.ready().await.map_err(|e| self.connection_failed(&e))?;
                 grpc.unary(request, PathAndQuery::from_static(path), ProstCodec::<Req, Resp>::default())
                     .await
             };
@@ -155,7 +153,7 @@ impl ControlClient {
                         attempt,
                         "Modal call failed"
                     );
-                    return Err(RpcError::new(path, status));
+                    return Err(RpcError::new(path, self.explain(status)));
                 }
             }
         }
@@ -175,11 +173,11 @@ impl ControlClient {
         let mut grpc = self.inner.grpc.clone();
         grpc.ready()
             .await
-            .map_err(|e| RpcError::new(path, Status::unavailable(format!("the connection to Modal failed: {e}"))))?;
+            .map_err(|e| RpcError::new(path, self.connection_failed(&e)))?;
         let response = grpc
             .server_streaming(request, PathAndQuery::from_static(path), ProstCodec::<Req, Resp>::default())
             .await
-            .map_err(|status| RpcError::new(path, status))?;
+            .map_err(|status| RpcError::new(path, self.explain(status)))?;
         Ok(response.into_inner())
     }
 
@@ -188,7 +186,7 @@ impl ControlClient {
         self.auth_token()
             .await
             .map(|_| ())
-            .map_err(|e| e.into_ken(format!("signing in to {}", self.inner.config.server_url)))
+            .map_err(|e| e.into_ken("signing in to Modal"))
     }
 
     /// Returns a valid auth token, fetching one when there is none or it is due
@@ -211,6 +209,68 @@ impl ControlClient {
         let secret = token.token.clone();
         *cached = Some(token);
         Ok(secret)
+    }
+
+    /// Adds to a final error status what the user can check: for a rejected token,
+    /// its id and where it came from; for a failed connection, where the server
+    /// URL came from.
+    fn explain(&self, status: Status) -> Status {
+        let config = &self.inner.config;
+        match status.code() {
+            Code::Unauthenticated | Code::PermissionDenied => {
+                let mut message = format!(
+                    "{} (token id {} from {})",
+                    status.message(),
+                    config.token_id,
+                    config.token_origin
+                );
+                if !status.message().contains("check") {
+                    message.push_str(&format!(
+                        "; check the token in {}, or create a new one with `modal token new`",
+                        config.token_origin
+                    ));
+                }
+                Status::new(status.code(), message)
+            }
+            // A transport error that surfaces from the call itself, not from `ready`.
+            Code::Unavailable if std::error::Error::source(&status).is_some() => self.connection_failed_with(status.message(), &status),
+            _ => status,
+        }
+    }
+
+    /// Returns the status for a connection to the server that could not be made.
+    fn connection_failed(&self, error: &(dyn std::error::Error + 'static)) -> Status {
+        self.connection_failed_with("", error)
+    }
+
+    fn connection_failed_with(&self, first: &str, error: &(dyn std::error::Error + 'static)) -> Status {
+        // The transport wraps the cause in several layers; each layer's text is kept
+        // once, because some layers repeat the text of the one below.
+        let mut causes: Vec<String> = Vec::new();
+        if !first.is_empty() {
+            causes.push(first.to_owned());
+        }
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(cause) = next {
+            // A status layer prints its code, details and metadata; only its
+            // message is of use, and "transport error" says nothing.
+            let text = match cause.downcast_ref::<Status>() {
+                Some(status) => status.message().to_owned(),
+                None => cause.to_string(),
+            };
+            if text != "transport error" && !causes.iter().any(|known| known.contains(&text)) {
+                causes.push(text);
+            }
+            next = cause.source();
+        }
+        let config = &self.inner.config;
+        Status::unavailable(format!(
+            "cannot connect to the Modal server {} (set by {}): {}; check that the URL is right \
+             and the server is reachable from this host",
+            config.server_url,
+            config.server_url_origin,
+            causes.join(": ")
+        ))
     }
 
     /// Adds the headers every control-plane call carries.
@@ -394,6 +454,51 @@ mod tests {
         };
         let channel = transport::channel(&config.server_url, "Modal server").unwrap();
         (ControlClient::with_channel(channel, config, policy), seen)
+    }
+
+    #[tokio::test]
+    async fn rejected_token_names_its_id_and_origin() {
+        let (client, _) = start_mock(10, Code::Unauthenticated).await;
+        let error = client
+            .unary::<_, SandboxCreateResponse>(paths::SANDBOX_CREATE, create_request())
+            .await
+            .unwrap_err()
+            .into_ken("creating sandbox demo");
+        let text = error.to_string();
+        assert!(text.contains("token id ak-mock from the explicit settings"), "{text}");
+        assert_eq!(text.matches("check").count(), 1, "{text}");
+        assert!(!text.contains(".modal.toml"), "{text}");
+        assert!(!text.contains(TOKEN_SECRET), "{text}");
+    }
+
+    #[tokio::test]
+    async fn unreachable_server_names_the_url_and_its_origin() {
+        // A port that was just free: nothing listens there.
+        let address = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let config = ModalConfig::resolve(
+            &[
+                (crate::config::TOKEN_ID_VAR, "ak-1"),
+                (crate::config::TOKEN_SECRET_VAR, "as-1"),
+                (crate::config::SERVER_URL_VAR, &format!("http://{address}")),
+            ]
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+            None,
+        )
+        .unwrap();
+        let channel = transport::channel(&config.server_url, "Modal server").unwrap();
+        let policy = RetryPolicy {
+            retries: 0,
+            initial: Duration::from_millis(1),
+            max: Duration::from_millis(1),
+        };
+        let client = ControlClient::with_channel(channel, config, policy);
+        let error = client.check_credentials().await.unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains(&format!("http://{address}/ (set by MODAL_SERVER_URL)")), "{text}");
+        assert!(text.contains("check that the URL is right"), "{text}");
+        assert!(std::error::Error::source(&error).is_none(), "{error:?}");
     }
 
     fn create_request() -> SandboxCreateRequest {

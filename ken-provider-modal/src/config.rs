@@ -63,6 +63,12 @@ pub struct ModalConfig {
     pub plain_ports: bool,
     /// Where the settings came from, for error messages; never holds a secret.
     pub source: String,
+    /// Where the token id and secret came from, for error messages.
+    pub(crate) token_origin: String,
+    /// Where [`server_url`](Self::server_url) came from, for error messages.
+    pub(crate) server_url_origin: String,
+    /// Where [`environment`](Self::environment) came from, for error messages.
+    pub(crate) environment_origin: String,
 }
 
 impl ModalConfig {
@@ -78,6 +84,9 @@ impl ModalConfig {
             idle_timeout: None,
             plain_ports: false,
             source: "explicit settings".to_owned(),
+            token_origin: "the explicit settings".to_owned(),
+            server_url_origin: "the default server URL".to_owned(),
+            environment_origin: "the explicit settings".to_owned(),
         }
     }
 
@@ -134,20 +143,34 @@ impl ModalConfig {
             },
         };
         let from_profile = |key: &str| profile.as_ref().and_then(|p| p.values.get(key).cloned());
-        let looked_in = match (&path, &profile) {
-            (Some(path), Some(profile)) => format!("profile [{}] of {}", profile.name, path.display()),
-            (Some(path), None) => format!("{} (no active profile)", path.display()),
-            (None, _) => "no config file (HOME is unset)".to_owned(),
+        let looked_in = match (&path, &file, &profile) {
+            (Some(path), _, Some(profile)) => format!("profile [{}] of {}", profile.name, path.display()),
+            (Some(path), Some(_), None) => format!("{} (no profile has active = true)", path.display()),
+            (Some(path), None, None) => format!("{} (file not found)", path.display()),
+            (None, _, _) => "no config file (HOME is unset)".to_owned(),
         };
         let missing = |var: &str, key: &str| {
-            Error::invalid(
-                "Modal setting",
-                key,
-                format!(
+            let reason = match (&path, &file) {
+                (Some(path), None) => format!(
+                    "{var} is not set and the config file {} was not found{}; set {TOKEN_ID_VAR} and \
+                     {TOKEN_SECRET_VAR}, or create the file with `modal token new`",
+                    path.display(),
+                    if get(CONFIG_PATH_VAR).is_some() { format!(" (it is named by {CONFIG_PATH_VAR})") } else { String::new() },
+                ),
+                _ => format!(
                     "it is not set; set {var} or `{key}` in the active profile of the config file \
                      (looked in the environment and in {looked_in}); create a token with `modal token new`"
                 ),
-            )
+            };
+            Error::invalid("Modal setting", key, reason)
+        };
+        // Describes where a value came from: the variable, or the key of the profile.
+        let origin = |var: &str, key: &str| match (get(var), &profile, &path) {
+            (Some(_), _, _) => var.to_owned(),
+            (None, Some(profile), Some(path)) => {
+                format!("`{key}` of profile [{}] in {}", profile.name, path.display())
+            }
+            _ => var.to_owned(),
         };
 
         let token_id = get(TOKEN_ID_VAR)
@@ -158,14 +181,27 @@ impl ModalConfig {
             .map(str::to_owned)
             .or_else(|| from_profile("token_secret"))
             .ok_or_else(|| missing(TOKEN_SECRET_VAR, "token_secret"))?;
-        let server_url = match get(SERVER_URL_VAR).map(str::to_owned).or_else(|| from_profile("server_url")) {
-            Some(text) => parse_server_url(&text)?,
-            None => default_server_url(),
+        let token_origin = match (get(TOKEN_ID_VAR), get(TOKEN_SECRET_VAR), &profile, &path) {
+            (Some(_), Some(_), _, _) => format!("{TOKEN_ID_VAR} and {TOKEN_SECRET_VAR}"),
+            (None, None, Some(profile), Some(path)) => {
+                format!("profile [{}] of {}", profile.name, path.display())
+            }
+            _ => format!(
+                "{} and {}",
+                origin(TOKEN_ID_VAR, "token_id"),
+                origin(TOKEN_SECRET_VAR, "token_secret")
+            ),
+        };
+        let server_url_text = get(SERVER_URL_VAR).map(str::to_owned).or_else(|| from_profile("server_url"));
+        let (server_url, server_url_origin) = match server_url_text {
+            Some(text) => (parse_server_url(&text)?, origin(SERVER_URL_VAR, "server_url")),
+            None => (default_server_url(), "the default server URL".to_owned()),
         };
         let environment = get(ENVIRONMENT_VAR)
             .map(str::to_owned)
             .or_else(|| from_profile("environment"))
             .filter(|e| !e.is_empty());
+        let environment_origin = origin(ENVIRONMENT_VAR, "environment");
 
         let plain_ports = match get(PLAIN_PORTS_VAR).map(str::to_ascii_lowercase).as_deref() {
             None | Some("0" | "false" | "no") => false,
@@ -184,18 +220,23 @@ impl ModalConfig {
         config.environment = environment;
         config.plain_ports = plain_ports;
         config.source = format!("the environment and {looked_in}");
+        config.token_origin = token_origin;
+        config.server_url_origin = server_url_origin;
+        config.environment_origin = environment_origin;
         Ok(config)
     }
 
     /// Sets [`ModalConfig::server_url`]; fails unless it is an `http` or `https` URL.
     pub fn with_server_url(mut self, url: &str) -> Result<Self> {
         self.server_url = parse_server_url(url)?;
+        self.server_url_origin = "the explicit settings".to_owned();
         Ok(self)
     }
 
     /// Sets [`ModalConfig::environment`].
     pub fn with_environment(mut self, environment: impl Into<String>) -> Self {
         self.environment = Some(environment.into());
+        self.environment_origin = "the explicit settings".to_owned();
         self
     }
 
@@ -250,6 +291,9 @@ fn parse_server_url(text: &str) -> Result<Url> {
 fn describe_path(path: Option<&Path>) -> String {
     path.map_or_else(|| "(HOME is unset)".to_owned(), |p| p.display().to_string())
 }
+
+/// The profile keys whose values must be strings.
+const STRING_KEYS: [&str; 4] = ["token_id", "token_secret", "server_url", "environment"];
 
 /// One table of the config file.
 struct Profile {
@@ -314,17 +358,55 @@ impl ConfigFile {
                     ));
                 }
             },
-            None => self
-                .profiles
-                .iter()
-                .find(|(_, table)| table.get("active").and_then(toml::Value::as_bool) == Some(true)),
+            None => {
+                let active: Vec<&(String, toml::Table)> = self
+                    .profiles
+                    .iter()
+                    .filter(|(_, table)| table.get("active").and_then(toml::Value::as_bool) == Some(true))
+                    .collect();
+                if active.len() > 1 {
+                    let names: Vec<String> = active.iter().map(|(n, _)| format!("[{n}]")).collect();
+                    return Err(Error::invalid(
+                        "Modal config file",
+                        self.path.display().to_string(),
+                        format!(
+                            "the profiles {} all have active = true; keep it on one of them, \
+                             or choose one with {PROFILE_VAR}",
+                            names.join(", ")
+                        ),
+                    ));
+                }
+                active.first().copied()
+            }
         };
-        Ok(chosen.map(|(name, table)| Profile {
+        let Some((name, table)) = chosen else {
+            return Ok(None);
+        };
+        let mut values = HashMap::new();
+        for (key, value) in table {
+            match value {
+                toml::Value::String(text) => {
+                    values.insert(key.clone(), text.clone());
+                }
+                // Only the string keys are read; a wrong type is reported without the
+                // value, which may be a secret.
+                _ if STRING_KEYS.contains(&key.as_str()) => {
+                    return Err(Error::invalid(
+                        "Modal config file",
+                        self.path.display().to_string(),
+                        format!(
+                            "`{key}` of profile [{name}] must be a string, but its TOML type is {}; \
+                             quote it, as in {key} = \"...\"",
+                            value.type_str()
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(Some(Profile {
             name: name.clone(),
-            values: table
-                .iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
-                .collect(),
+            values,
         }))
     }
 }
@@ -476,6 +558,51 @@ active = true
         let text = error.to_string();
         assert!(text.contains("not valid TOML"), "{text}");
         assert!(!text.contains("as-hidden"), "{text}");
+    }
+
+    #[test]
+    fn missing_file_is_named_as_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nowhere.toml");
+        let error = ModalConfig::resolve(&env(&[(CONFIG_PATH_VAR, path.to_str().unwrap())]), None).unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("nowhere.toml"), "{text}");
+        assert!(text.contains("was not found"), "{text}");
+        assert!(text.contains(CONFIG_PATH_VAR), "{text}");
+        assert!(text.contains(TOKEN_SECRET_VAR), "{text}");
+        assert!(!text.contains("no active profile"), "{text}");
+        let home = tempfile::tempdir().unwrap();
+        let text = ModalConfig::resolve(&env(&[]), Some(home.path())).unwrap_err().to_string();
+        assert!(text.contains(".modal.toml was not found"), "{text}");
+    }
+
+    #[test]
+    fn number_token_id_must_be_a_string() {
+        let home = home_with("[p]\ntoken_id = 5\ntoken_secret = \"as-x\"\nactive = true\n");
+        let text = ModalConfig::resolve(&env(&[]), Some(home.path())).unwrap_err().to_string();
+        assert!(text.contains("`token_id` of profile [p]"), "{text}");
+        assert!(text.contains("must be a string"), "{text}");
+    }
+
+    #[test]
+    fn two_active_profiles_are_rejected() {
+        let home = home_with("[a]\ntoken_id = \"ak-a\"\nactive = true\n[b]\ntoken_id = \"ak-b\"\nactive = true\n");
+        let text = ModalConfig::resolve(&env(&[]), Some(home.path())).unwrap_err().to_string();
+        assert!(text.contains("[a]"), "{text}");
+        assert!(text.contains("[b]"), "{text}");
+        assert!(text.contains("active = true"), "{text}");
+    }
+
+    #[test]
+    fn origins_name_the_variable_or_the_profile() {
+        let home = home_with(FILE);
+        let config = ModalConfig::resolve(&env(&[(ENVIRONMENT_VAR, "dev")]), Some(home.path())).unwrap();
+        assert!(config.token_origin.starts_with("profile [personal] of "), "{}", config.token_origin);
+        assert!(config.server_url_origin.starts_with("`server_url` of profile [personal]"));
+        assert_eq!(config.environment_origin, ENVIRONMENT_VAR);
+        let config = ModalConfig::resolve(&env(&[(TOKEN_ID_VAR, "a"), (TOKEN_SECRET_VAR, "b")]), None).unwrap();
+        assert_eq!(config.token_origin, "MODAL_TOKEN_ID and MODAL_TOKEN_SECRET");
+        assert_eq!(config.server_url_origin, "the default server URL");
     }
 
     #[test]

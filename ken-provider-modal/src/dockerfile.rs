@@ -52,9 +52,6 @@ pub fn modal_commands(dockerfile: &str) -> Result<Vec<String>> {
         let args = text.trim_start()[keyword.len()..].trim();
         match keyword.as_str() {
             "COPY" | "ADD" => {
-                if is_host_ca_copy(args) {
-                    continue;
-                }
                 if !is_remote_copy(&keyword, args) {
                     return Err(Error::invalid(
                         format!("Dockerfile line {line}"),
@@ -65,7 +62,6 @@ pub fn modal_commands(dockerfile: &str) -> Result<Vec<String>> {
                     ));
                 }
             }
-            "ENV" if is_host_ca_env(args) => continue,
             "FROM" => saw_from = true,
             "MAINTAINER" => continue,
             other if PASSED.contains(&other) => {}
@@ -105,13 +101,21 @@ struct Instruction {
 /// Splits a Dockerfile into instructions: comments and blank lines dropped,
 /// continued lines joined (the escape character and newline removed), heredoc
 /// bodies kept with their newlines.
+///
+/// The host CA lines that Ken adds are dropped too, and line numbers count only
+/// the other lines, so they match the user's own Dockerfile.
 fn instructions(dockerfile: &str) -> Vec<Instruction> {
     let escape = escape_character(dockerfile);
     let mut out = Vec::new();
+    let mut added_lines = 0;
     let mut lines = dockerfile.lines().enumerate().peekable();
     while let Some((index, raw)) = lines.next() {
         let trimmed = raw.trim();
         if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        if is_host_ca_line(trimmed) {
+            added_lines += 1;
             continue;
         }
         let mut text = String::new();
@@ -147,7 +151,10 @@ fn instructions(dockerfile: &str) -> Vec<Instruction> {
                 }
             }
         }
-        out.push(Instruction { line: index + 1, text });
+        out.push(Instruction {
+            line: index + 1 - added_lines,
+            text,
+        });
     }
     out
 }
@@ -214,6 +221,17 @@ fn is_remote_copy(keyword: &str, args: &str) -> bool {
         && sources
             .iter()
             .all(|s| s.starts_with("https://") || s.starts_with("http://") || s.starts_with("git@"))
+}
+
+/// True for one of the two lines that [`ken_core::image::inject_host_ca`] adds.
+fn is_host_ca_line(line: &str) -> bool {
+    let keyword = line.split_whitespace().next().unwrap_or_default();
+    let args = line[keyword.len()..].trim();
+    match keyword.to_ascii_uppercase().as_str() {
+        "COPY" => is_host_ca_copy(args),
+        "ENV" => is_host_ca_env(args),
+        _ => false,
+    }
 }
 
 /// True for the `COPY` of the host CA bundle that Ken adds.
@@ -284,6 +302,16 @@ mod tests {
         assert!(file.contains(HOST_CA_CONTEXT_NAME));
         let commands = modal_commands(&file).unwrap();
         assert_eq!(commands, ["FROM debian:bookworm-slim", "RUN true"]);
+    }
+
+    #[test]
+    fn line_numbers_count_only_the_users_lines() {
+        let file = ken_core::image::inject_host_ca("FROM debian\nRUN true\nCOPY package.json /app/\n");
+        let text = modal_commands(&file).unwrap_err().to_string();
+        assert!(text.contains("line 3"), "{text}");
+        let stages = ken_core::image::inject_host_ca("FROM golang AS build\nRUN true\nFROM debian\nADD a.tgz /\n");
+        let text = modal_commands(&stages).unwrap_err().to_string();
+        assert!(text.contains("line 4"), "{text}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use ken_core::Error;
 use prost::Message;
 use tonic::{Code, Status};
 
+use crate::config::ModalConfig;
 use crate::proto::headers::RPC_RETRY_POLICY_TYPE_URL;
 use crate::proto::modal_client::RpcRetryPolicy;
 use crate::proto::rpc_status;
@@ -33,6 +34,29 @@ impl RpcError {
         self.status.code()
     }
 
+    /// Returns true when the status is Modal's `NOT_FOUND` for the environment
+    /// named in the request (`Environment '<name>' not found`).
+    pub(crate) fn is_unknown_environment(&self) -> bool {
+        self.code() == Code::NotFound && self.status.message().starts_with("Environment '")
+    }
+
+    /// Maps the status like [`into_ken`](Self::into_ken), except that an unknown
+    /// environment becomes [`Error::InvalidInput`] naming the setting it came from.
+    pub(crate) fn into_ken_with_environment(self, config: &ModalConfig, context: impl Into<String>) -> Error {
+        if !self.is_unknown_environment() {
+            return self.into_ken(context);
+        }
+        Error::InvalidInput {
+            what: format!("Modal environment (from {})", config.environment_origin),
+            value: config.environment_name(),
+            reason: format!(
+                "Modal has no environment of that name ({}); set it to an environment of your \
+                 workspace (`modal environment list` shows them), or unset it to use the default one",
+                self.status.message()
+            ),
+        }
+    }
+
     /// Maps the status to a Ken error; `context` says what was being done, with
     /// the names involved.
     pub(crate) fn into_ken(self, context: impl Into<String>) -> Error {
@@ -47,9 +71,7 @@ impl RpcError {
             },
             Code::Unauthenticated | Code::PermissionDenied => Error::Unauthenticated {
                 service: SERVICE.to_owned(),
-                message: format!(
-                    "{context}: {message}; check MODAL_TOKEN_ID and MODAL_TOKEN_SECRET or the profile in ~/.modal.toml"
-                ),
+                message: format!("{context}: {message}"),
             },
             Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => Error::InvalidInput {
                 what: format!("request {method}"),
@@ -69,7 +91,9 @@ impl RpcError {
                 service: SERVICE.to_owned(),
                 message: format!("{context}: {method} failed with {code:?}: {message}"),
                 retryable: is_retryable(code),
-                source: Some(Box::new(self)),
+                // The message already contains the method, code and status text, so
+                // the status is not kept as the source (it would print them twice).
+                source: None,
             },
         }
     }
@@ -159,5 +183,28 @@ mod tests {
         assert!(!map(Code::Unimplemented).is_retryable());
         let rate = map(Code::ResourceExhausted);
         assert!(matches!(rate, Error::RateLimited { retry_after: None, .. }));
+    }
+
+    #[test]
+    fn unknown_environment_names_its_setting() {
+        let config = ModalConfig::new("ak-1", "as-1").with_environment("nope");
+        let status = Status::not_found("Environment 'nope' not found");
+        let error = RpcError::new(paths::APP_GET_OR_CREATE, status).into_ken_with_environment(&config, "x");
+        let text = error.to_string();
+        assert!(matches!(error, Error::InvalidInput { .. }), "{error:?}");
+        assert!(text.contains("\"nope\""), "{text}");
+        assert!(text.contains("modal environment list"), "{text}");
+        // Another object that is not found keeps its usual error.
+        let status = Status::not_found("App ap-1 not found");
+        let error = RpcError::new(paths::APP_GET_OR_CREATE, status).into_ken_with_environment(&config, "x");
+        assert!(error.is_not_found());
+    }
+
+    #[test]
+    fn backend_error_has_no_repeated_source() {
+        let status = Status::unavailable("cannot connect");
+        let error = RpcError::new(paths::SANDBOX_LIST, status).into_ken("listing sandboxes");
+        assert!(std::error::Error::source(&error).is_none());
+        assert!(error.to_string().contains("cannot connect"));
     }
 }

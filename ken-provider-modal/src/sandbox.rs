@@ -53,7 +53,7 @@ impl ModalProvider {
                         },
                     )
                     .await
-                    .map_err(|e| e.into_ken(format!("looking up the Modal app {:?}", config.app_name)))?;
+                    .map_err(|e| e.into_ken_with_environment(config, format!("looking up the Modal app {:?}", config.app_name)))?;
                 tracing::debug!(provider = "modal", app.id = %response.app_id, app.name = %config.app_name, "found the Modal app");
                 Ok::<_, Error>(response.app_id)
             })
@@ -267,6 +267,7 @@ impl ModalProvider {
         match response {
             Ok(found) if !found.sandbox_id.is_empty() => Ok(found.sandbox_id),
             Ok(_) => Err(not_found(name)),
+            Err(e) if e.is_unknown_environment() => Err(e.into_ken_with_environment(config, "")),
             Err(e) if e.code() == Code::NotFound => Err(not_found(name)),
             Err(e) => Err(e.into_ken(format!("looking up sandbox \"{name}\""))),
         }

@@ -188,3 +188,55 @@ async fn faults_everywhere_keep_output_complete() {
     provider.destroy(&info.name).await.unwrap();
     server.assert_no_violations();
 }
+
+/// Settings as a user sets them in the environment, aimed at `server`.
+fn settings_from_env(server: &ken_testserver_modal::ModalTestServer, secret: &str, environment: &str) -> ken_provider_modal::ModalConfig {
+    let variables: std::collections::HashMap<String, String> = [
+        ("MODAL_TOKEN_ID", server.token_id()),
+        ("MODAL_TOKEN_SECRET", secret),
+        ("MODAL_SERVER_URL", server.url()),
+        ("MODAL_ENVIRONMENT", environment),
+    ]
+    .iter()
+    .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+    .collect();
+    ken_provider_modal::ModalConfig::resolve(&variables, None).expect("complete settings")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_token_error_names_its_id_and_origin() {
+    let Some(server) = support::server("wrong_token", ModalTestServerConfig::new()).await else {
+        return;
+    };
+    let config = settings_from_env(&server, "as-wrong-secret", server.environment());
+    let error = ken_provider_modal::ModalProvider::connect(config).await.expect_err("a wrong secret must fail");
+    let text = error.to_string();
+    assert!(matches!(error, Error::Unauthenticated { .. }), "{error:?}");
+    assert!(text.contains("invalid token id or token secret"), "{text}");
+    assert!(text.contains(&format!("token id {} from MODAL_TOKEN_ID and MODAL_TOKEN_SECRET", server.token_id())), "{text}");
+    assert_eq!(text.matches("MODAL_TOKEN_SECRET").count(), 2, "the hint is repeated: {text}");
+    assert!(!text.contains("as-wrong-secret"), "{text}");
+    assert!(!text.contains(".modal.toml"), "{text}");
+    assert_eq!(server.rejected_credentials(), ["AuthTokenGet"]);
+    server.assert_no_violations();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_environment_names_the_variable() {
+    let Some(server) = support::server("unknown_environment", ModalTestServerConfig::new()).await else {
+        return;
+    };
+    let secret = server.token_secret().expose().to_owned();
+    let config = settings_from_env(&server, &secret, "no-such-env");
+    let provider = ken_provider_modal::ModalProvider::connect(config).await.expect("the token is right");
+    let error = provider
+        .list(&ken_core::labels::LabelSelector::managed())
+        .await
+        .expect_err("an unknown environment must fail");
+    let text = error.to_string();
+    assert!(matches!(error, Error::InvalidInput { .. }), "{error:?}");
+    assert!(text.contains("MODAL_ENVIRONMENT"), "{text}");
+    assert!(text.contains("\"no-such-env\""), "{text}");
+    assert!(!text.contains("Modal object"), "{text}");
+    server.assert_no_violations();
+}

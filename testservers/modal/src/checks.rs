@@ -90,9 +90,8 @@ fn admit_control(
     if token_id != Some(state.config.token_id.as_str())
         || token_secret != Some(state.config.token_secret.expose())
     {
-        return reject(Status::unauthenticated(
-            "Invalid token id or token secret; check MODAL_TOKEN_ID and MODAL_TOKEN_SECRET",
-        ));
+        state.reject_credentials(method);
+        return Err(Status::unauthenticated("invalid token id or token secret"));
     }
 
     let auth_token = header(metadata, headers::AUTH_TOKEN);

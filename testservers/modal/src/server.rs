@@ -229,6 +229,11 @@ impl ModalTestServer {
         self.state.lock().violations.clone()
     }
 
+    /// The methods called with a wrong token id or secret so far, in order.
+    pub fn rejected_credentials(&self) -> Vec<String> {
+        self.state.lock().rejected_credentials.clone()
+    }
+
     /// Panics with the list of violations, if there is any.
     ///
     /// # Panics

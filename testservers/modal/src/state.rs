@@ -47,6 +47,9 @@ pub(crate) struct Inner {
     pub(crate) failed_once: HashSet<(String, String)>,
     pub(crate) requests: Vec<RequestRecord>,
     pub(crate) violations: Vec<Violation>,
+    /// Methods called with a wrong token id or secret, in order. These are client
+    /// errors that the server rejects with `UNAUTHENTICATED`, not protocol violations.
+    pub(crate) rejected_credentials: Vec<String>,
     /// Times of recent sandbox creations, for the rate limit.
     pub(crate) recent_creations: VecDeque<Instant>,
     pub(crate) rate_limit: Option<u32>,
@@ -123,6 +126,12 @@ impl State {
             method: method.to_owned(),
             message,
         });
+    }
+
+    /// Records a call with a wrong token id or secret and logs it.
+    pub(crate) fn reject_credentials(&self, method: &str) {
+        tracing::info!(method, "rejected a call with a wrong token id or token secret");
+        self.lock().rejected_credentials.push(method.to_owned());
     }
 
     /// Returns the sandbox with `id`, or `NOT_FOUND`.

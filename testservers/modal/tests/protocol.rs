@@ -66,7 +66,9 @@ async fn wrong_token_secret_rejected() {
     assert!(!status.message().contains("as-wrong"));
     assert!(!format!("{server:?}").contains("as-very-secret"));
     assert!(!format!("{:?}", server.token_secret()).contains("as-very-secret"));
-    assert!(!server.violations().is_empty());
+    assert_eq!(status.message(), "invalid token id or token secret");
+    assert_eq!(server.rejected_credentials(), ["AppGetOrCreate"]);
+    server.assert_no_violations();
 }
 
 #[tokio::test]

@@ -17,6 +17,7 @@ pub mod orchestrator;
 pub mod phase;
 pub mod plan;
 pub mod policy;
+pub mod process_group;
 pub mod repo;
 pub mod sandbox;
 pub mod seed;
@@ -30,7 +31,7 @@ pub use labels::{LabelSelector, Labels};
 pub use manifest::Manifest;
 pub use network::{LocalNetwork, NetworkProvider, NetworkProviderExt};
 pub use orchestrator::Orchestrator;
-pub use phase::{EventSink, LaunchEvent, Phase};
+pub use phase::{EventSink, LaunchEvent, Phase, PhaseLog};
 pub use policy::AccessPolicy;
 pub use sandbox::{
     Capabilities, Endpoint, ImageRef, ImageSpec, PortSpec, Sandbox, SandboxInfo, SandboxName,

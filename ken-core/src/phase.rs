@@ -1,5 +1,6 @@
 //! Launch phases and the progress events reported while a launch runs.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -185,5 +186,71 @@ impl fmt::Debug for EventSink {
         f.debug_struct("EventSink")
             .field("active", &self.callback.is_some())
             .finish()
+    }
+}
+
+/// A line splitter for a phase's output. It sends each line to an [`EventSink`]
+/// and keeps the last [`PhaseLog::TAIL_LINES`] lines for error messages.
+///
+/// Providers feed it build output as it arrives, in pieces that may end in the
+/// middle of a line.
+pub struct PhaseLog<'a> {
+    events: &'a EventSink,
+    phase: Phase,
+    partial: String,
+    tail: VecDeque<String>,
+}
+
+impl<'a> PhaseLog<'a> {
+    /// Maximum number of lines that [`tail`](Self::tail) returns.
+    pub const TAIL_LINES: usize = 30;
+
+    /// Creates a log that sends the lines of `phase` to `events`.
+    pub fn new(events: &'a EventSink, phase: Phase) -> Self {
+        PhaseLog {
+            events,
+            phase,
+            partial: String::new(),
+            tail: VecDeque::with_capacity(Self::TAIL_LINES),
+        }
+    }
+
+    /// Adds output that may contain several lines or end in the middle of one.
+    pub fn push(&mut self, text: &str) {
+        self.partial.push_str(text);
+        while let Some(newline) = self.partial.find('\n') {
+            let line: String = self.partial.drain(..=newline).collect();
+            self.emit(line.trim_end_matches(['\n', '\r']).to_owned());
+        }
+    }
+
+    /// Sends the last line when it had no newline.
+    pub fn finish(&mut self) {
+        if !self.partial.is_empty() {
+            let line = std::mem::take(&mut self.partial);
+            self.emit(line.trim_end_matches('\r').to_owned());
+        }
+    }
+
+    /// Returns the last lines, joined by newlines.
+    pub fn tail(&self) -> String {
+        self.tail.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    fn emit(&mut self, line: String) {
+        if self.tail.len() == Self::TAIL_LINES {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(line.clone());
+        self.events.output(self.phase, line);
+    }
+}
+
+impl fmt::Debug for PhaseLog<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PhaseLog")
+            .field("phase", &self.phase)
+            .field("lines_kept", &self.tail.len())
+            .finish_non_exhaustive()
     }
 }

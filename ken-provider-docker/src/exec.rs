@@ -19,7 +19,7 @@ use bollard::Docker;
 use futures::stream::{self, BoxStream};
 use futures::{FutureExt, StreamExt};
 use ken_core::exec::{ExecProcess, ExecRequest, OutputChunk, OutputStream, ProcessKiller, Stdin};
-use ken_core::{Error, Result, SandboxName};
+use ken_core::{process_group, Error, Result, SandboxName};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -31,10 +31,6 @@ use crate::DockerProvider;
 // NOTE: only a kill removes a file, so a sandbox collects one small file per exec
 // that ended by itself, for as long as it lives.
 pub(crate) const EXEC_STATE_DIR: &str = "/run/ken/exec";
-
-/// How long the killer waits after TERM before it sends KILL, in tenths of a
-/// second.
-const KILL_GRACE_TENTHS: u32 = 20;
 
 /// Upper bound on a whole kill, so that [`ProcessKiller::kill`] returns promptly
 /// even when the engine is slow.
@@ -68,7 +64,7 @@ impl DockerProvider {
         let mut cmd = vec![
             "sh".to_owned(),
             "-c".to_owned(),
-            wrapper_script(&pgid_file, keep_pwd),
+            process_group::wrapper_script(&pgid_file, "", if keep_pwd { "" } else { "unset PWD; " }),
             "sh".to_owned(),
         ];
         cmd.extend(request.command.iter().cloned());
@@ -169,18 +165,6 @@ impl DockerProvider {
     }
 }
 
-/// Returns the wrapper that records the process group and `exec`s `"$@"`.
-///
-/// `sh` exports `PWD`, which `docker exec` alone does not set; the wrapper unsets
-/// it again unless the request sets it.
-fn wrapper_script(pgid_file: &str, keep_pwd: bool) -> String {
-    let unset_pwd = if keep_pwd { "" } else { "unset PWD; " };
-    format!(
-        "read -r _ _ _ _ pgrp _ 2>/dev/null < /proc/$$/stat; \
-         if [ \"$pgrp\" = \"$$\" ]; then {{ echo $$ > {pgid_file}; }} 2>/dev/null; unset pgrp; {unset_pwd}exec \"$@\"; fi; \
-         unset pgrp; {unset_pwd}exec setsid -w sh -c '{{ echo $$ > \"$0\"; }} 2>/dev/null; exec \"$@\"' {pgid_file} \"$@\""
-    )
-}
 
 /// Returns a key for one exec, unique within the sandbox.
 fn new_exec_key() -> String {
@@ -316,7 +300,7 @@ impl ProcessKiller for DockerKiller {
         // Right after start the wrapper may not have written its file yet, so a
         // running exec gets up to 2 s for that.
         let file_wait_tenths = if running { 20 } else { 0 };
-        let script = kill_script(&self.pgid_file, file_wait_tenths);
+        let script = process_group::kill_script(&self.pgid_file, file_wait_tenths);
         let container = DockerProvider::container_name(sandbox);
         let result = tokio::time::timeout(KILL_DEADLINE, self.provider.run_as_root(&container, &script)).await;
         match result {
@@ -342,23 +326,3 @@ impl ProcessKiller for DockerKiller {
     }
 }
 
-/// Returns the script that sends TERM to the group in `pgid_file`, waits up to
-/// [`KILL_GRACE_TENTHS`] for it to exit, then sends KILL.
-///
-/// `kill -s SIGNAL -- -PGID` is the form that dash, bash and busybox all accept
-/// for a process group.
-fn kill_script(pgid_file: &str, file_wait_tenths: u32) -> String {
-    format!(
-        "f={pgid_file}; i=0; \
-         while [ ! -s \"$f\" ] && [ $i -lt {file_wait_tenths} ]; do sleep 0.1; i=$((i+1)); done; \
-         [ -s \"$f\" ] || exit 0; \
-         read -r pg < \"$f\"; \
-         kill -s TERM -- -\"$pg\" 2>/dev/null || {{ rm -f \"$f\"; exit 0; }}; \
-         i=0; \
-         while kill -s 0 -- -\"$pg\" 2>/dev/null; do \
-           if [ $i -ge {KILL_GRACE_TENTHS} ]; then kill -s KILL -- -\"$pg\" 2>/dev/null; break; fi; \
-           sleep 0.1; i=$((i+1)); \
-         done; \
-         rm -f \"$f\""
-    )
-}

@@ -1,6 +1,6 @@
 //! Building images from a Dockerfile and saving sandboxes as images.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -11,7 +11,7 @@ use bollard::query_parameters::{
 use futures::StreamExt;
 use ken_core::image::{pack_context, BuildContext, DOCKERFILE_NAME};
 use ken_core::labels::{CACHE, MANAGED_BY, MANAGED_BY_VALUE};
-use ken_core::{Error, EventSink, ImageRef, ImageSpec, Phase, Result, SandboxName};
+use ken_core::{Error, EventSink, ImageRef, ImageSpec, Phase, PhaseLog, Result, SandboxName};
 
 use crate::error;
 use crate::{DockerProvider, IMAGE_REPOSITORY};
@@ -19,8 +19,6 @@ use crate::{DockerProvider, IMAGE_REPOSITORY};
 /// Number of hex digits of the content hash used in image tags (64 bits).
 const TAG_HASH_DIGITS: usize = 16;
 
-/// Number of build log lines kept for the error message of a failed build.
-const LOG_TAIL_LINES: usize = 30;
 
 /// Label naming the sandbox a snapshot image was taken from.
 pub(crate) const SNAPSHOT_OF: &str = "ken.snapshot-of";
@@ -116,7 +114,7 @@ impl DockerProvider {
             .labels(&labels)
             .build();
 
-        let mut log = BuildLog::new(events);
+        let mut log = PhaseLog::new(events, Phase::Image);
         let mut stream = self
             .docker
             .build_image(options, None, Some(bollard::body_full(context.archive)));
@@ -225,53 +223,6 @@ fn split_reference(reference: &str) -> Result<(&str, Option<&str>)> {
     }
 }
 
-/// Splits build output into lines, sends each to the event sink and keeps the
-/// last [`LOG_TAIL_LINES`] for error messages.
-struct BuildLog<'a> {
-    events: &'a EventSink,
-    partial: String,
-    tail: VecDeque<String>,
-}
-
-impl<'a> BuildLog<'a> {
-    fn new(events: &'a EventSink) -> Self {
-        BuildLog {
-            events,
-            partial: String::new(),
-            tail: VecDeque::with_capacity(LOG_TAIL_LINES),
-        }
-    }
-
-    /// Adds output that may hold several lines or end in the middle of one.
-    fn push(&mut self, text: &str) {
-        self.partial.push_str(text);
-        while let Some(newline) = self.partial.find('\n') {
-            let line: String = self.partial.drain(..=newline).collect();
-            self.emit(line.trim_end_matches(['\n', '\r']).to_owned());
-        }
-    }
-
-    /// Sends the last line when it had no newline.
-    fn finish(&mut self) {
-        if !self.partial.is_empty() {
-            let line = std::mem::take(&mut self.partial);
-            self.emit(line.trim_end_matches('\r').to_owned());
-        }
-    }
-
-    fn emit(&mut self, line: String) {
-        if self.tail.len() == LOG_TAIL_LINES {
-            self.tail.pop_front();
-        }
-        self.tail.push_back(line.clone());
-        self.events.output(Phase::Image, line);
-    }
-
-    fn tail(&self) -> String {
-        self.tail.iter().cloned().collect::<Vec<_>>().join("\n")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
@@ -305,10 +256,10 @@ mod tests {
                 }
             })
         };
-        let mut log = BuildLog::new(&sink);
+        let mut log = PhaseLog::new(&sink, Phase::Image);
         log.push("Step 1/2 : FROM x\n ---> ab");
         log.push("c\r\nStep 2/2");
-        for i in 0..LOG_TAIL_LINES {
+        for i in 0..PhaseLog::TAIL_LINES {
             log.push(&format!("\nline {i}"));
         }
         log.finish();
@@ -317,9 +268,9 @@ mod tests {
         assert_eq!(lines[0], "Step 1/2 : FROM x");
         assert_eq!(lines[1], " ---> abc");
         assert_eq!(lines[2], "Step 2/2");
-        assert_eq!(lines.last().unwrap(), &format!("line {}", LOG_TAIL_LINES - 1));
+        assert_eq!(lines.last().unwrap(), &format!("line {}", PhaseLog::TAIL_LINES - 1));
         let tail = log.tail();
-        assert_eq!(tail.lines().count(), LOG_TAIL_LINES);
+        assert_eq!(tail.lines().count(), PhaseLog::TAIL_LINES);
         assert!(!tail.contains("Step 2/2"));
     }
 }

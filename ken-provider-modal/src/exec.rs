@@ -23,7 +23,7 @@ use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream};
 use futures::{FutureExt, StreamExt};
 use ken_core::exec::{ExecProcess, ExecRequest, OutputChunk, OutputStream, ProcessKiller, Stdin};
-use ken_core::{Error, Result, SandboxName};
+use ken_core::{process_group, Error, Result, SandboxName};
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
@@ -59,10 +59,8 @@ const CALL_DEADLINE: Duration = Duration::from_secs(60);
 const ROUTER_TIMEOUT_MARGIN: Duration = Duration::from_secs(60);
 /// Upper bound on a whole kill.
 const KILL_DEADLINE: Duration = Duration::from_secs(20);
-/// Seconds (in tenths) the killer waits after TERM before KILL.
-const KILL_GRACE_TENTHS: u32 = 20;
 
-/// What is needed to address one exec.
+/// The task, exec id and router that address one exec.
 #[derive(Clone)]
 struct ExecHandle {
     router: Arc<Router>,
@@ -200,8 +198,8 @@ async fn start(
             }
         })?;
 
-    // Stdin is written by a task of its own; it stops when the output stream is
-    // dropped, so nothing keeps running after the caller lets go.
+    // A separate task writes stdin. It stops when the output stream is dropped, so
+    // nothing keeps running after the caller drops the process.
     let cancel = CancellationToken::new();
     tokio::spawn(write_stdin(handle.clone(), stdin, cancel.clone()));
     let guard = cancel.drop_guard();
@@ -430,33 +428,12 @@ async fn wait_for_exit(handle: ExecHandle) -> Result<Option<i64>> {
     }
 }
 
-/// Returns the wrapper that records the process group in `pgid_file` and `exec`s
-/// `"$@"`, under `setsid -w` when it does not lead its own group.
-fn wrapper_script(pgid_file: &str) -> String {
-    format!(
-        "mkdir -p {EXEC_STATE_DIR} 2>/dev/null; \
-         read -r _ _ _ _ pg _ 2>/dev/null < /proc/$$/stat; \
-         if [ \"$pg\" = \"$$\" ]; then {{ echo $$ > {pgid_file}; }} 2>/dev/null; unset pg; exec \"$@\"; fi; \
-         unset pg; exec setsid -w sh -c '{{ echo $$ > \"$0\"; }} 2>/dev/null; exec \"$@\"' {pgid_file} \"$@\""
-    )
-}
 
-/// Returns the script that sends TERM to the group in `pgid_file`, waits, then
-/// sends KILL. `kill -s SIGNAL -- -PGID` works in dash, bash and busybox.
-fn kill_script(pgid_file: &str, file_wait_tenths: u32) -> String {
-    format!(
-        "f={pgid_file}; i=0; \
-         while [ ! -s \"$f\" ] && [ $i -lt {file_wait_tenths} ]; do sleep 0.1; i=$((i+1)); done; \
-         [ -s \"$f\" ] || exit 0; \
-         read -r pg < \"$f\"; \
-         kill -s TERM -- -\"$pg\" 2>/dev/null || {{ rm -f \"$f\"; exit 0; }}; \
-         i=0; \
-         while kill -s 0 -- -\"$pg\" 2>/dev/null; do \
-           if [ $i -ge {KILL_GRACE_TENTHS} ]; then kill -s KILL -- -\"$pg\" 2>/dev/null; break; fi; \
-           sleep 0.1; i=$((i+1)); \
-         done; \
-         rm -f \"$f\""
-    )
+
+/// Returns the wrapper that creates [`EXEC_STATE_DIR`], records the process group
+/// in `pgid_file` and `exec`s `"$@"`.
+fn wrapper_script(pgid_file: &str) -> String {
+    process_group::wrapper_script(pgid_file, &format!("mkdir -p {EXEC_STATE_DIR} 2>/dev/null; "), "")
 }
 
 /// Kills the process group of one exec with a second exec.
@@ -499,7 +476,7 @@ impl ProcessKiller for ModalKiller {
             exec_id: uuid::Uuid::new_v4().to_string(),
             sandbox: sandbox.clone(),
         };
-        let command = vec!["sh".to_owned(), "-c".to_owned(), kill_script(&self.pgid_file, file_wait_tenths)];
+        let command = vec!["sh".to_owned(), "-c".to_owned(), process_group::kill_script(&self.pgid_file, file_wait_tenths)];
         match tokio::time::timeout(KILL_DEADLINE, collect(&killer, command, None)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(error)) if error.is_not_found() => Ok(()),

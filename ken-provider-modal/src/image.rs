@@ -1,9 +1,7 @@
 //! Building images on Modal and waiting for the build, with its log streamed to
 //! the launch's progress.
 
-use std::collections::VecDeque;
-
-use ken_core::{Error, EventSink, ImageRef, ImageSpec, Phase, Result};
+use ken_core::{Error, EventSink, ImageRef, ImageSpec, Phase, PhaseLog, Result};
 
 use crate::dockerfile::modal_commands;
 use crate::error::is_retryable;
@@ -18,14 +16,12 @@ use crate::ModalProvider;
 
 /// Seconds the server keeps one build log stream open.
 const JOIN_TIMEOUT_SECS: f32 = 55.0;
-/// Build log lines kept for the error of a failed build.
-const LOG_TAIL_LINES: usize = 30;
-
 impl ModalProvider {
     pub(crate) async fn prepare_image_impl(&self, spec: &ImageSpec, events: &EventSink) -> Result<ImageRef> {
         let commands = modal_commands(&spec.dockerfile)?;
         let app_id = self.app_id().await?;
         tracing::info!(provider = "modal", phase = "image", base = %commands[0], lines = commands.len(), "preparing image on Modal");
+
         let response: ImageGetOrCreateResponse = self
             .control
             .unary(
@@ -42,10 +38,12 @@ impl ModalProvider {
             )
             .await
             .map_err(|e| e.into_ken("asking Modal for the image"))?;
+
         let image_id = response.image_id;
         if image_id.is_empty() {
             return Err(Error::backend(crate::error::SERVICE, "ImageGetOrCreate returned no image id"));
         }
+
         if let Some(result) = response.result.filter(|r| r.status != GenericStatus::Unspecified as i32) {
             check_build(&image_id, &result, "")?;
             tracing::info!(provider = "modal", phase = "image", image = %image_id, "image cache hit; nothing to build");
@@ -54,13 +52,15 @@ impl ModalProvider {
                 cached: true,
             });
         }
+
         tracing::info!(provider = "modal", phase = "image", image = %image_id, "Modal is building the image");
-        let mut log = BuildLog::new(events);
+        let mut log = PhaseLog::new(events, Phase::Image);
         let result = self.join_build(&image_id, &mut log).await;
         log.finish();
         let result = result?;
         check_build(&image_id, &result, &log.tail())?;
         tracing::info!(provider = "modal", phase = "image", image = %image_id, "image built");
+
         Ok(ImageRef {
             reference: image_id,
             cached: false,
@@ -69,7 +69,7 @@ impl ModalProvider {
 
     /// Streams the build log until the build has a result, reopening the stream
     /// after the last entry it delivered when it ends or fails.
-    async fn join_build(&self, image_id: &str, log: &mut BuildLog<'_>) -> Result<GenericResult> {
+    async fn join_build(&self, image_id: &str, log: &mut PhaseLog<'_>) -> Result<GenericResult> {
         let mut last_entry_id = String::new();
         let mut failures: u32 = 0;
         loop {
@@ -153,53 +153,6 @@ fn check_build(image_id: &str, result: &GenericResult, log_tail: &str) -> Result
     })
 }
 
-/// Splits build log text into lines, sends each to the events and keeps the last
-/// [`LOG_TAIL_LINES`] for an error.
-pub(crate) struct BuildLog<'a> {
-    events: &'a EventSink,
-    partial: String,
-    tail: VecDeque<String>,
-}
-
-impl<'a> BuildLog<'a> {
-    pub(crate) fn new(events: &'a EventSink) -> Self {
-        BuildLog {
-            events,
-            partial: String::new(),
-            tail: VecDeque::with_capacity(LOG_TAIL_LINES),
-        }
-    }
-
-    /// Adds text that may hold several lines or part of one.
-    pub(crate) fn push(&mut self, text: &str) {
-        self.partial.push_str(text);
-        while let Some(end) = self.partial.find('\n') {
-            let line: String = self.partial.drain(..=end).collect();
-            self.emit(line.trim_end_matches(['\n', '\r']).to_owned());
-        }
-    }
-
-    /// Sends the last line when it had no newline.
-    pub(crate) fn finish(&mut self) {
-        if !self.partial.is_empty() {
-            let line = std::mem::take(&mut self.partial);
-            self.emit(line.trim_end_matches('\r').to_owned());
-        }
-    }
-
-    fn emit(&mut self, line: String) {
-        if self.tail.len() == LOG_TAIL_LINES {
-            self.tail.pop_front();
-        }
-        self.tail.push_back(line.clone());
-        self.events.output(Phase::Image, line);
-    }
-
-    pub(crate) fn tail(&self) -> String {
-        self.tail.iter().cloned().collect::<Vec<_>>().join("\n")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
@@ -220,7 +173,7 @@ mod tests {
                 }
             })
         };
-        let mut log = BuildLog::new(&sink);
+        let mut log = PhaseLog::new(&sink, Phase::Image);
         log.push("Step 1\r\nSte");
         log.push("p 2\n");
         log.push("");
@@ -239,6 +192,7 @@ mod tests {
         };
         let error = check_build("im-1", &result, "E: package not found").unwrap_err();
         let text = error.to_string();
-        assert!(text.contains("RUN exited with 2") && text.contains("package not found"), "{text}");
+        assert!(text.contains("RUN exited with 2"), "{text}");
+        assert!(text.contains("package not found"), "{text}");
     }
 }

@@ -130,9 +130,10 @@ pub(crate) const NETWORK_KINDS: [&str; 2] = ["local", "tailscale"];
 
 /// Builds the networks: the one new sandboxes join (the manifest's, else local) and
 /// the others, which serve existing sandboxes by their `ken.network` label. Tailscale
-/// is set up from the environment when a sandbox may need it; when its settings are
+/// is set up from the environment when a sandbox may need it. When its settings are
 /// missing, only commands that touch a tailnet sandbox fail, naming the variable.
-/// `owner` (`--owner`) tells the tailnet's garbage collection whose devices are ours.
+/// `owner` (`--owner`) sets whose devices the tailnet's garbage collection treats as
+/// ours.
 fn networks(
     provider: &Arc<dyn SandboxProvider>,
     launch: Option<&ExtensionConfig>,

@@ -21,7 +21,7 @@ use ken_network_tailscale::TailscaleNetwork;
 pub(crate) struct Unavailable {
     /// The network's name, for example `tailscale`.
     pub(crate) name: String,
-    /// Why it could not be set up, including what to do about it.
+    /// Reason it could not be set up, including what to do about it.
     pub(crate) reason: String,
 }
 
@@ -75,10 +75,10 @@ impl NetworkRouter {
     }
 }
 
-/// Does what can be done for a tailnet sandbox when the Tailscale network is not
-/// configured (no API credentials): logs the node out inside the sandbox, and warns
-/// on stderr that its device and auth key stay in the tailnet until `ken gc` runs
-/// with credentials. The sandbox itself is still removed, so `ken rm` exits 0.
+/// Logs a tailnet sandbox's node out inside the sandbox when the Tailscale network
+/// is not configured (no API credentials). It also warns on stderr that the device
+/// and auth key stay in the tailnet until `ken gc` runs with credentials. The
+/// sandbox itself is still removed, so `ken rm` exits 0.
 async fn detach_without_api(sandbox: &Sandbox, unavailable: &Unavailable) {
     let logged_out = TailscaleNetwork::logout_only(sandbox).await;
     let logout = if logged_out {

@@ -130,12 +130,12 @@ fn demo_launch_exec_and_rm_on_modal() {
         .unwrap_or_else(|| panic!("{name} missing from {listed}"));
     assert_eq!(entry["ready"], true, "{entry}");
 
-    // Postgres runs as user postgres, as the manifest asks.
+    // Postgres runs as user postgres, as the manifest requests.
     let owner = run(&server, dir, &["exec", &name, "--", "sh", "-c", "ps -o user= -C postgres | sort -u"]);
     assert_eq!(code(&owner), 0, "{}", describe(&owner));
     assert_eq!(stdout(&owner), "postgres\n", "{}", describe(&owner));
 
-    // The seeded API answers inside the sandbox...
+    // The seeded API responds inside the sandbox...
     let fetch = "import json, urllib.request; \
                  tasks = json.load(urllib.request.urlopen('http://127.0.0.1:8080/api/tasks?limit=5')); \
                  print(type(tasks).__name__, len(tasks['tasks'] if isinstance(tasks, dict) else tasks))";

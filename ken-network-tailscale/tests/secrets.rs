@@ -2,7 +2,7 @@
 //!
 //! This binary installs one global subscriber that writes this crate's log lines
 //! (every level) into a shared buffer. A global one, unlike a per-thread default,
-//! sees every callsite whatever thread registered it first. The tests only look
+//! receives events from every callsite, whichever thread registered it first. The tests only look
 //! for lines they caused and for secrets that must appear nowhere, so running them
 //! in parallel is fine.
 

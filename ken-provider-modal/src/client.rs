@@ -160,7 +160,7 @@ impl ControlClient {
     }
 
     /// Opens a server stream. Reopening after an error is the caller's job, because
-    /// only the caller knows where to resume.
+    /// only the caller tracks where to resume.
     pub(crate) async fn server_stream<Req: Outgoing, Resp: Incoming>(
         &self,
         path: &'static str,
@@ -211,9 +211,9 @@ impl ControlClient {
         Ok(secret)
     }
 
-    /// Adds to a final error status what the user can check: for a rejected token,
-    /// its id and where it came from; for a failed connection, where the server
-    /// URL came from.
+    /// Adds to a final error status what the user can check. A rejected token gets
+    /// its id and the source of the credentials, and a failed connection gets the
+    /// source of the server URL.
     fn explain(&self, status: Status) -> Status {
         let config = &self.inner.config;
         match status.code() {
@@ -252,8 +252,8 @@ impl ControlClient {
         }
         let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
         while let Some(cause) = next {
-            // A status layer prints its code, details and metadata; only its
-            // message is of use, and "transport error" says nothing.
+            // A status layer prints its code, details and metadata, but only its
+            // message is useful. The bare text "transport error" adds nothing.
             let text = match cause.downcast_ref::<Status>() {
                 Some(status) => status.message().to_owned(),
                 None => cause.to_string(),
@@ -302,7 +302,7 @@ pub(crate) fn insert(metadata: &mut MetadataMap, name: &'static str, value: &str
     Ok(())
 }
 
-/// Inserts a header holding a secret; errors never show the value.
+/// Inserts a header whose value is a secret. Errors never show the value.
 pub(crate) fn insert_secret(
     metadata: &mut MetadataMap,
     name: &'static str,
@@ -333,7 +333,7 @@ mod tests {
     const TOKEN_SECRET: &str = "as-mock-token-secret-value";
     const AUTH_TOKEN: &str = "mock-auth-jwt-value";
 
-    /// What the mock saw of one call: method, idempotency key, attempt, auth token.
+    /// Record of one call received by the mock: method, idempotency key, attempt and auth token.
     #[derive(Debug, Clone)]
     struct Seen {
         method: String,
@@ -524,7 +524,8 @@ mod tests {
         assert!(creates.iter().all(|s| s.key.as_deref() == Some(key.as_str())));
         let attempts: Vec<_> = creates.iter().map(|s| s.attempt.clone().unwrap()).collect();
         assert_eq!(attempts, ["0", "1", "2"]);
-        assert!(creates.iter().all(|s| s.auth.as_deref() == Some(AUTH_TOKEN) && s.secret_ok));
+        assert!(creates.iter().all(|s| s.auth.as_deref() == Some(AUTH_TOKEN)));
+        assert!(creates.iter().all(|s| s.secret_ok));
         assert!(seen.iter().all(|s| s.client_type.as_deref() == Some("9")));
         assert_eq!(created.sandbox_id, format!("sb-{key}"));
     }

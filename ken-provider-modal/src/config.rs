@@ -1,4 +1,4 @@
-//! Where the provider finds Modal's credentials and settings.
+//! Sources of Modal's credentials and settings for the provider.
 //!
 //! Like Modal's own SDKs, settings come from environment variables first and from a
 //! profile of the TOML file `~/.modal.toml` (or `MODAL_CONFIG_PATH`) second. The
@@ -61,13 +61,13 @@ pub struct ModalConfig {
     /// Open ports as plain TCP tunnels (`http://host:port`) instead of TLS tunnels
     /// (`https://host`). Plain tunnels are reachable by anyone who learns the port.
     pub plain_ports: bool,
-    /// Where the settings came from, for error messages; never holds a secret.
+    /// Source of the settings, for error messages. It never contains a secret.
     pub source: String,
-    /// Where the token id and secret came from, for error messages.
+    /// Source of the token id and secret, for error messages.
     pub(crate) token_origin: String,
-    /// Where [`server_url`](Self::server_url) came from, for error messages.
+    /// Source of [`server_url`](Self::server_url), for error messages.
     pub(crate) server_url_origin: String,
-    /// Where [`environment`](Self::environment) came from, for error messages.
+    /// Source of [`environment`](Self::environment), for error messages.
     pub(crate) environment_origin: String,
 }
 
@@ -265,7 +265,7 @@ impl ModalConfig {
 }
 
 fn default_server_url() -> Url {
-    // A constant that parses, so this cannot panic.
+    // DEFAULT_SERVER_URL is a valid URL literal, so this cannot panic.
     Url::parse(DEFAULT_SERVER_URL).expect("DEFAULT_SERVER_URL is a valid URL")
 }
 
@@ -316,7 +316,7 @@ impl ConfigFile {
             Err(e) => return Err(Error::io(format!("failed to read the Modal config file {}", path.display()), e)),
         };
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            // The parser's message quotes the offending line, which may hold a
+            // The parser's message quotes the offending line, which may contain a
             // token secret, so only its position is kept.
             let position = e
                 .span()
@@ -538,7 +538,9 @@ active = true
         let home = home_with(FILE);
         let error = ModalConfig::resolve(&env(&[(PROFILE_VAR, "nope")]), Some(home.path())).unwrap_err();
         let text = error.to_string();
-        assert!(text.contains("nope") && text.contains("work") && text.contains("personal"), "{text}");
+        assert!(text.contains("nope"), "{text}");
+        assert!(text.contains("work"), "{text}");
+        assert!(text.contains("personal"), "{text}");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! cloud and gets no build context in this protocol (only `COPY --from=<stage>`
 //! and remote `ADD` sources work), and copying the files after creation would run
 //! them after the `RUN` lines that may need them. The error names the line and
-//! says what to do instead. The two lines Ken itself adds for the host's CA bundle
+//! states what to do instead. The two lines Ken itself adds for the host's CA bundle
 //! (see [`ken_core::image::inject_host_ca`]) are left out: that bundle serves
 //! builds behind the host's TLS-inspecting proxy, and Modal builds elsewhere.
 
@@ -281,7 +281,7 @@ mod tests {
     }
 
     #[test]
-    fn local_copy_is_refused_with_its_line() {
+    fn local_copy_is_rejected_with_its_line() {
         let error = modal_commands("FROM debian\nRUN true\nCOPY package.json /app/\n").unwrap_err();
         let text = error.to_string();
         assert!(text.contains("line 3"), "{text}");

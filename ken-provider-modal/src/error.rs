@@ -57,8 +57,8 @@ impl RpcError {
         }
     }
 
-    /// Maps the status to a Ken error; `context` says what was being done, with
-    /// the names involved.
+    /// Maps the status to a Ken error. `context` describes the operation that
+    /// failed, with the names involved.
     pub(crate) fn into_ken(self, context: impl Into<String>) -> Error {
         let context = context.into();
         let message = self.status.message().to_owned();

@@ -20,7 +20,7 @@ use crate::ModalProvider;
 
 /// Seconds the server may wait for tunnels in one call.
 const TUNNEL_CALL_WAIT: Duration = Duration::from_secs(10);
-/// Longest wait for the tunnels of a sandbox to come up.
+/// Maximum wait for the tunnels of a sandbox to come up.
 const TUNNEL_LIMIT: Duration = Duration::from_secs(120);
 /// Seconds the server may take for a snapshot.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(55);
@@ -140,6 +140,7 @@ impl ModalProvider {
     pub(crate) async fn snapshot_impl(&self, sandbox: &SandboxName, reference: &str) -> Result<ImageRef> {
         let id = self.sandbox_id(sandbox).await?;
         tracing::info!(provider = "modal", sandbox.name = %sandbox, image = %reference, "saving a snapshot of the sandbox");
+
         let response: SandboxSnapshotFsResponse = self
             .control
             .unary_with(
@@ -158,6 +159,7 @@ impl ModalProvider {
                     e.into_ken(format!("saving a snapshot of sandbox \"{sandbox}\""))
                 }
             })?;
+
         let success = response
             .result
             .as_ref()
@@ -172,12 +174,14 @@ impl ModalProvider {
                 format!("the snapshot of sandbox \"{sandbox}\" failed: {why}"),
             ));
         }
-        // Modal names images by id only; the reference is kept as the tag's value,
+
+        // Modal names images by id only. The reference is kept as the tag's value,
         // and the tag on the sandbox lets `resources` find the image.
         let mut labels = self.tags(&id).await?;
         labels.insert(format!("{SNAPSHOT_TAG_PREFIX}{}", response.image_id), reference);
         self.set_tags(&id, &labels).await?;
         tracing::info!(provider = "modal", sandbox.name = %sandbox, image = %response.image_id, "snapshot saved");
+
         Ok(ImageRef {
             reference: response.image_id,
             cached: false,

@@ -28,8 +28,8 @@
 //!   looking the user up in the sandbox, because the router has no user field.
 //! - A sandbox that has ended is gone: `get` and `exec` report it as not found,
 //!   with how it ended when Modal still lists it.
-//! - Snapshot images cannot be deleted through the protocol; `remove_resource`
-//!   of one only forgets it.
+//! - Snapshot images cannot be deleted through the protocol. `remove_resource`
+//!   of one does nothing and returns `Ok`, so the image stays in Modal's store.
 
 use std::fmt;
 use std::sync::Arc;

@@ -16,7 +16,7 @@ impl KeyedLocks {
     pub(crate) async fn lock(&self, key: &str) -> OwnedMutexGuard<()> {
         let lock = {
             let mut locks = self.locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            // Locks nobody holds or waits for are dropped, so the map stays small.
+            // Locks that no caller holds or waits for are dropped, so the map stays small.
             locks.retain(|_, lock| Arc::strong_count(lock) > 1);
             locks.entry(key.to_owned()).or_default().clone()
         };

@@ -2,7 +2,7 @@
 //! that runs commands inside the task.
 //!
 //! Access comes from `TaskGetCommandRouterAccess` (a JWT and a URL). Calls to the
-//! router carry only `authorization: Bearer <jwt>`. When the router answers
+//! router carry only `authorization: Bearer <jwt>`. When the router returns
 //! UNAUTHENTICATED (the JWT expired), access is fetched again and the call is
 //! retried once.
 
@@ -90,7 +90,7 @@ impl Router {
         Ok(access)
     }
 
-    /// Forgets the access, so that the next call fetches a new JWT.
+    /// Clears the cached access, so that the next call fetches a new JWT.
     async fn forget_access(&self) {
         *self.access.lock().await = None;
     }

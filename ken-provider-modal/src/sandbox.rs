@@ -30,7 +30,7 @@ const TASK_POLL_INTERVAL: Duration = Duration::from_millis(500);
 const TASK_START_LIMIT: Duration = Duration::from_secs(600);
 /// Maximum wait for a terminated sandbox to report that it ended.
 const TERMINATE_WAIT: Duration = Duration::from_secs(60);
-/// Prefix of the tags that record snapshot images taken of a sandbox; the rest of
+/// Prefix of the tags that record snapshot images taken of a sandbox. The rest of
 /// the tag name is the image id.
 pub(crate) const SNAPSHOT_TAG_PREFIX: &str = "ken.snapshot-image.";
 
@@ -63,9 +63,9 @@ impl ModalProvider {
 
     pub(crate) async fn create_impl(&self, spec: &SandboxSpec) -> Result<SandboxInfo> {
         let definition = self.definition(spec)?;
-        // The lock is taken first and held by a task of its own until the create is
-        // done, so a caller who gives up halfway leaves no half-made sandbox: the
-        // task finishes, and a destroy of the same name waits for it.
+        // The lock is taken first and kept by a task of its own until the create is
+        // done. A caller who gives up halfway therefore leaves no half-made sandbox,
+        // because the task finishes and a destroy of the same name waits for it.
         let guard = self.state.sandbox_locks.lock(spec.name.as_str()).await;
         let provider = self.clone();
         let spec = spec.clone();
@@ -83,6 +83,7 @@ impl ModalProvider {
     fn definition(&self, spec: &SandboxSpec) -> Result<Sandbox> {
         let config = self.config();
         let name = &spec.name;
+
         let mut resources = Resources::default();
         if let Some(cpus) = spec.resources.cpus {
             if !cpus.is_finite() || cpus <= 0.0 || cpus > 64.0 {
@@ -92,6 +93,7 @@ impl ModalProvider {
             resources.milli_cpu = milli;
             resources.milli_cpu_max = milli;
         }
+
         if let Some(bytes) = spec.resources.memory_bytes {
             let mib = bytes.div_ceil(1024 * 1024);
             let mib = u32::try_from(mib)
@@ -101,18 +103,22 @@ impl ModalProvider {
             resources.memory_mb = mib;
             resources.memory_mb_max = mib;
         }
+
         if let Some(pids) = spec.resources.pids {
             // NOTE: Modal has no process limit; the value is not enforced.
             tracing::warn!(provider = "modal", sandbox.name = %name, pids, "Modal cannot limit the number of processes; ignoring the limit");
         }
+
         if let Some(dir) = &spec.workdir {
             if !dir.starts_with('/') {
                 return Err(Error::invalid("working directory", dir.as_str(), "Modal needs an absolute path, such as /workspace"));
             }
         }
+
         for key in spec.env.keys().chain(spec.secret_env.keys()) {
             check_env_name(key)?;
         }
+
         let mut ports = Vec::new();
         for port in &spec.ports {
             if port.port == 0 {
@@ -126,10 +132,12 @@ impl ModalProvider {
                 unencrypted: config.plain_ports,
             });
         }
+
         if spec.ttl > MAX_TIMEOUT {
             tracing::warn!(provider = "modal", sandbox.name = %name, ttl = ?spec.ttl, "Modal stops sandboxes after 24 h at most; using 24 h");
         }
         let timeout_secs = spec.ttl.min(MAX_TIMEOUT).as_secs().max(1) as u32;
+
         Ok(Sandbox {
             entrypoint_args: ENTRYPOINT.iter().map(|s| (*s).to_owned()).collect(),
             image_id: spec.image.reference.clone(),
@@ -274,7 +282,7 @@ impl ModalProvider {
     }
 
     /// Returns the id of the running sandbox named `name`. When there is none, but
-    /// a sandbox of that name has ended, the [`Error::NotFound`] says how it ended
+    /// a sandbox of that name has ended, the [`Error::NotFound`] states how it ended
     /// (for example its time to live ran out), so that the caller learns why.
     pub(crate) async fn running_sandbox_id(&self, name: &SandboxName) -> Result<String> {
         match self.sandbox_id(name).await {
@@ -644,7 +652,7 @@ fn without_snapshot_tags(labels: &Labels) -> Labels {
         .collect()
 }
 
-/// The error for a sandbox that does not exist.
+/// Builds the error for a sandbox that does not exist.
 pub(crate) fn not_found(name: &SandboxName) -> Error {
     Error::NotFound {
         kind: "sandbox",
@@ -652,7 +660,7 @@ pub(crate) fn not_found(name: &SandboxName) -> Error {
     }
 }
 
-/// The error for a sandbox that has ended: it is gone for Ken's purposes.
+/// Builds the error for a sandbox that has ended, which Ken treats as gone.
 pub(crate) fn ended(name: &SandboxName, result: &GenericResult) -> Error {
     Error::NotFound {
         kind: "running sandbox",

@@ -9,7 +9,7 @@ use url::Url;
 
 use crate::error::SERVICE;
 
-/// Largest message sent or received: 100 MiB.
+/// Maximum size of a message sent or received: 100 MiB.
 pub(crate) const MAX_MESSAGE_BYTES: usize = 100 * 1024 * 1024;
 /// HTTP/2 stream and connection windows: 64 MiB.
 const WINDOW_BYTES: u32 = 64 * 1024 * 1024;

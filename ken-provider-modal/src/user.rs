@@ -5,7 +5,7 @@
 //! looks the user up inside the sandbox (`id`, `/etc/passwd`), once per sandbox
 //! task and user, then prefixes the command with
 //! `setpriv --reuid=UID --regid=GID --init-groups --`. `setpriv` comes with
-//! util-linux, which every Debian and Ubuntu image has; it replaces itself with
+//! util-linux, which every Debian and Ubuntu image has. It replaces itself with
 //! the command, so the process keeps the exec's process group and a kill still
 //! reaches it.
 //!
@@ -20,7 +20,7 @@ use ken_core::{Error, Result, SandboxName};
 
 use crate::ModalProvider;
 
-/// Longest user name or uid accepted.
+/// Maximum length of an accepted user name or uid.
 const MAX_USER_LEN: usize = 64;
 
 /// A user looked up inside a sandbox.
@@ -69,7 +69,7 @@ impl UserCache {
         self.lock().insert((task.to_owned(), user.to_owned()), found);
     }
 
-    /// Forgets the users of a task that has ended.
+    /// Removes the cached users of a task that has ended.
     pub(crate) fn forget_task(&self, task: &str) {
         self.lock().retain(|(t, _), _| t != task);
     }
@@ -98,8 +98,8 @@ pub(crate) fn check_user(user: &str) -> Result<()> {
     Err(Error::invalid("exec user", user, reason))
 }
 
-/// The script that looks a user up. It prints `ok UID GID IN_PASSWD HOME`,
-/// `unknown`, or `no-setpriv`; `$1` is the user.
+/// Shell script that looks up the user given as `$1`. It prints
+/// `ok UID GID IN_PASSWD HOME`, `unknown`, or `no-setpriv`.
 const LOOKUP_SCRIPT: &str = r#"u=$1
 command -v setpriv >/dev/null 2>&1 || { echo no-setpriv; exit 0; }
 if uid=$(id -u "$u" 2>/dev/null); then
@@ -227,7 +227,8 @@ mod tests {
         assert_eq!(bare.home(), None);
 
         let unknown = parse_lookup("ghost", &sandbox(), "unknown\n").unwrap_err().to_string();
-        assert!(unknown.contains("\"ghost\"") && unknown.contains("no such user"), "{unknown}");
+        assert!(unknown.contains("\"ghost\""), "{unknown}");
+        assert!(unknown.contains("no such user"), "{unknown}");
         let tool = parse_lookup("ghost", &sandbox(), "no-setpriv\n").unwrap_err().to_string();
         assert!(tool.contains("setpriv"), "{tool}");
         assert!(parse_lookup("x", &sandbox(), "").is_err());

@@ -405,8 +405,8 @@ impl Orchestrator {
                 guard.attached = Some(sandbox.clone());
                 let attachment = self.network.attach(&sandbox).await?;
                 let mut endpoints = self.network.expose_all(&sandbox, &manifest.ports).await?;
-                // The harness's ports are reached through the network too; only the
-                // harness knows their credentials, so they are carried over.
+                // Users reach the harness's ports through the network too. Only the
+                // harness has their credentials, so they are copied onto the endpoints.
                 for harness_endpoint in &harness_endpoints {
                     let credentials = harness_endpoint.credentials.clone();
                     match endpoints.iter_mut().find(|e| e.name == harness_endpoint.name) {

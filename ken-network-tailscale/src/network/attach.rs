@@ -188,7 +188,7 @@ async fn join_failure(sandbox: &Sandbox, up: Option<&ExecOutput>, last: &str, ti
 }
 
 /// Returns whether a failed `tailscale up` printed that it could not connect to the
-/// control server. The node's NeedsLogin state then tells nothing about the key.
+/// control server. The node's NeedsLogin state then shows nothing about the key.
 fn control_unreachable(up: &ExecOutput) -> bool {
     if up.status.success() {
         return false;

@@ -62,7 +62,7 @@ pub struct TaskExecStartRequest {
     /// Working directory.
     #[prost(string, optional, tag = "7")]
     pub workdir: Option<String>,
-    /// Secrets whose variables the process sees.
+    /// Secrets whose variables are set in the process environment.
     #[prost(string, repeated, tag = "8")]
     pub secret_ids: Vec<String>,
     /// Environment variables (newer protocol versions).
@@ -139,7 +139,7 @@ pub struct TaskExecWaitRequest {
 /// running, call again".
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct TaskExecWaitResponse {
-    /// How the exec ended.
+    /// Exit status of the exec.
     #[prost(oneof = "ExitStatus", tags = "1, 2")]
     pub exit_status: Option<ExitStatus>,
 }
@@ -158,7 +158,7 @@ pub struct TaskExecPollRequest {
 /// `TaskExecPoll` response: oneof `{code=1 | signal=2}`; none set while running.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct TaskExecPollResponse {
-    /// How the exec ended.
+    /// Exit status of the exec.
     #[prost(oneof = "ExitStatus", tags = "1, 2")]
     pub exit_status: Option<ExitStatus>,
 }

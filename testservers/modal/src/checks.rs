@@ -13,7 +13,7 @@ use ken_provider_modal::proto::headers;
 /// Client types the real service accepts: Python 1, JavaScript 8, Go 9.
 const CLIENT_TYPES: [&str; 3] = ["1", "8", "9"];
 
-/// What the checks learned about one admitted call.
+/// Facts the checks extracted from one admitted call.
 #[derive(Debug, Clone)]
 pub(crate) struct Call {
     pub(crate) method: String,

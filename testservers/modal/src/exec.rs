@@ -169,7 +169,7 @@ fn kill_groups(nsenter_pid: u32) {
 }
 
 /// Copies one output pipe into the exec's buffer until EOF, so that an exec whose
-/// output no client reads never blocks.
+/// output no client reads never blocks on a full pipe. The buffer has no size limit.
 fn collect<R>(pipe: Option<R>, entry: Arc<ExecEntry>, stdout: bool) -> tokio::task::JoinHandle<()>
 where
     R: AsyncRead + Unpin + Send + 'static,

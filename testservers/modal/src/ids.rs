@@ -60,7 +60,7 @@ pub(crate) fn issue_jwt(key: &[u8], subject: &str, ttl: Duration) -> String {
     format!("{signed}.{signature}")
 }
 
-/// Why a JWT was rejected.
+/// Reason a JWT was rejected.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum JwtError {
     Malformed,

@@ -24,7 +24,7 @@
 //! in an overlay of its image's file system, in its own mount, PID, UTS, IPC and
 //! network namespaces, with `tini` as PID 1. Execs
 //! join those namespaces with `nsenter`. Each sandbox's network namespace has
-//! only a /30 link to the host, so sandboxes cannot reach each other; tunnels
+//! only a /30 link to the host, so sandboxes cannot reach each other. Tunnels
 //! listen on 127.0.0.1 and forward plain TCP to the sandbox. The server must run
 //! as root.
 

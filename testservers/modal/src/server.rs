@@ -100,37 +100,37 @@ impl ModalTestServer {
         Self::start(ModalTestServerConfig::new()).await
     }
 
-    /// The control plane's URL, `http://127.0.0.1:PORT`, for `MODAL_SERVER_URL`.
+    /// Returns the control plane's URL, `http://127.0.0.1:PORT`, for `MODAL_SERVER_URL`.
     pub fn url(&self) -> &str {
         &self.url
     }
 
-    /// The control plane's socket address.
+    /// Returns the control plane's socket address.
     pub fn addr(&self) -> SocketAddr {
         self.control_addr
     }
 
-    /// The task command router's URL, as `TaskGetCommandRouterAccess` returns it.
+    /// Returns the task command router's URL, as `TaskGetCommandRouterAccess` returns it.
     pub fn router_url(&self) -> &str {
         &self.state.router_url
     }
 
-    /// The token id clients must send.
+    /// Returns the token id clients must send.
     pub fn token_id(&self) -> &str {
         &self.state.config.token_id
     }
 
-    /// The token secret clients must send.
+    /// Returns the token secret clients must send.
     pub fn token_secret(&self) -> &Secret {
         &self.state.config.token_secret
     }
 
-    /// The name of the server's only environment.
+    /// Returns the name of the server's only environment.
     pub fn environment(&self) -> &str {
         &self.state.config.environment
     }
 
-    /// The `MODAL_*` variables a client needs to reach this server, secret included.
+    /// Returns the `MODAL_*` variables a client needs to reach this server, secret included.
     pub fn client_env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("MODAL_SERVER_URL", self.url.clone()),
@@ -145,21 +145,21 @@ impl ModalTestServer {
 
     // ---- inspection -------------------------------------------------------
 
-    /// Every sandbox created so far, oldest first.
+    /// Returns every sandbox created so far, oldest first.
     pub fn sandboxes(&self) -> Vec<SandboxRecord> {
         let mut sandboxes: Vec<_> = self.state.lock().sandboxes.values().cloned().collect();
         sandboxes.sort_by(|a, b| a.created_at.total_cmp(&b.created_at));
         sandboxes.iter().map(|sandbox| sandbox.record()).collect()
     }
 
-    /// The sandbox with `id`, if it exists.
+    /// Returns the sandbox with `id`, if it exists.
     pub fn sandbox(&self, id: &str) -> Option<SandboxRecord> {
         let sandbox = self.state.lock().sandboxes.get(id).cloned();
         sandbox.map(|sandbox| sandbox.record())
     }
 
-    /// Number of sandboxes created with idempotency key `key`; more than 1 means a
-    /// client retry created a duplicate.
+    /// Returns the number of sandboxes created with idempotency key `key`. More than
+    /// 1 means a client retry created a duplicate.
     pub fn creates_for_key(&self, key: &str) -> usize {
         self.state
             .lock()
@@ -169,18 +169,18 @@ impl ModalTestServer {
             .unwrap_or(0)
     }
 
-    /// Every app created so far.
+    /// Returns every app created so far.
     pub fn apps(&self) -> Vec<AppRecord> {
         self.state.lock().apps.values().cloned().collect()
     }
 
-    /// Every image created so far.
+    /// Returns every image created so far.
     pub fn images(&self) -> Vec<ImageRecord> {
         let images: Vec<_> = self.state.lock().images.values().cloned().collect();
         images.iter().map(|image| image.record()).collect()
     }
 
-    /// Every secret created so far.
+    /// Returns every secret created so far.
     pub fn secrets(&self) -> Vec<SecretRecord> {
         self.state
             .lock()
@@ -193,7 +193,7 @@ impl ModalTestServer {
             .collect()
     }
 
-    /// Every exec started so far.
+    /// Returns every exec started so far.
     pub fn execs(&self) -> Vec<ExecRecord> {
         let sandboxes: Vec<_> = self.state.lock().sandboxes.values().cloned().collect();
         sandboxes
@@ -208,12 +208,12 @@ impl ModalTestServer {
             .collect()
     }
 
-    /// Every request received so far, in order.
+    /// Returns every request received so far, in order.
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.state.lock().requests.clone()
     }
 
-    /// The requests for `method` (for example `SandboxCreate`).
+    /// Returns the requests for `method` (for example `SandboxCreate`).
     pub fn requests_for(&self, method: &str) -> Vec<RequestRecord> {
         self.state
             .lock()
@@ -224,12 +224,12 @@ impl ModalTestServer {
             .collect()
     }
 
-    /// Every protocol violation seen so far.
+    /// Returns every protocol violation recorded so far.
     pub fn violations(&self) -> Vec<Violation> {
         self.state.lock().violations.clone()
     }
 
-    /// The methods called with a wrong token id or secret so far, in order.
+    /// Returns the methods called with a wrong token id or secret so far, in order.
     pub fn rejected_credentials(&self) -> Vec<String> {
         self.state.lock().rejected_credentials.clone()
     }
@@ -299,8 +299,8 @@ impl ModalTestServer {
         self.state.lock().auth_token_ttl = ttl;
     }
 
-    /// Makes every router JWT issued so far invalid, as if it had expired: the
-    /// router answers `UNAUTHENTICATED` to it.
+    /// Makes every router JWT issued so far invalid, as if it had expired, so the
+    /// router returns `UNAUTHENTICATED` for it.
     pub fn expire_router_tokens(&self) {
         let mut inner = self.state.lock();
         let issued = std::mem::take(&mut inner.issued_jwts);

@@ -16,7 +16,8 @@ use crate::inspect::{AppRecord, RequestRecord, Violation};
 use crate::runtime::Host;
 use crate::sandbox::SandboxEntry;
 
-/// How an injected `UNAVAILABLE` treats the request it fails.
+/// Point at which an injected `UNAVAILABLE` fails a request: before or after the
+/// server acts on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailMode {
     /// Fail before the server acts on the request, as when it never arrived.

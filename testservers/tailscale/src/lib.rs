@@ -2,7 +2,7 @@
 //!
 //! [`TestServer`] implements the API subset Ken uses (OAuth token endpoint, auth keys,
 //! devices, policy file with ETags and a `tests` evaluator) with the real paths, status
-//! codes and JSON shapes, and checks every request: the credential and its scopes, the
+//! codes and JSON shapes. It checks every request: the credential and its scopes, the
 //! content type and a strict JSON body. Requests a correct client never sends are
 //! recorded as [`Violation`]s for [`TestServer::assert_no_violations`].
 //!

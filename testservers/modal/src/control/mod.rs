@@ -50,7 +50,7 @@ pub(crate) fn invalid(state: &State, method: &str, message: impl Into<String>) -
 }
 
 /// Caps a client's wait (`timeout` field, in seconds) at 55 s, the longest a real
-/// server holds a call open; a negative or missing value means no wait.
+/// server keeps a call open. A negative or missing value means no wait.
 pub(crate) fn wait_limit(timeout: f32) -> std::time::Duration {
     if timeout.is_finite() && timeout > 0.0 {
         std::time::Duration::from_secs_f32(timeout.min(55.0))

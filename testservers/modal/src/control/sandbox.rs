@@ -115,8 +115,8 @@ fn created_for_key(state: &State, call: &Call) -> Option<String> {
     state.lock().create_keys.get(key).cloned()
 }
 
-/// The status of a creation over the rate limit, with the retry policy detail
-/// newer SDKs honour.
+/// Builds the status for a creation over the rate limit, with the retry policy
+/// detail that newer SDKs honour.
 fn rate_limited(limit: u32) -> Status {
     let message = format!("Sandbox creation rate limit ({limit}/s) exceeded");
     let details = rpc_status::Status {

@@ -9,11 +9,12 @@ use tokio::process::{Child, Command};
 use super::host::Host;
 use super::netns::SandboxNetwork;
 
-/// Runs as PID 1 of the sandbox's new namespaces, with host paths still visible:
-/// mounts /proc and a minimal /dev under the sandbox root, sets the hostname, then
-/// chroots into the root and execs tini, which runs the entrypoint and reaps
-/// orphans. Arguments: root, tini binary, hostname, chroot binary, a marker file
-/// it creates once setup succeeded, then the entrypoint.
+/// Shell script that runs as PID 1 of the sandbox's new namespaces, with host
+/// paths still visible. It mounts /proc and a minimal /dev under the sandbox root
+/// and sets the hostname. Then it chroots into the root and execs tini, which runs
+/// the entrypoint and reaps orphans. Arguments: root, tini binary, hostname,
+/// chroot binary, a marker file it creates once setup succeeded, then the
+/// entrypoint.
 const INIT_SCRIPT: &str = r#"set -e
 image_path=$PATH
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin

@@ -1,10 +1,10 @@
 //! The host side of sandboxes: root file systems, network namespaces, the init
 //! process and exec processes, and cleanup that also runs from `Drop`.
 //!
-//! Every sandbox gets an overlay mount of its image's exported file system, a
-//! network namespace with a veth pair to the host on its own /30, and an init
-//! process (`tini`, shipped with Docker as `docker-init`) in new mount, PID, UTS
-//! and IPC namespaces, chrooted into the overlay. Execs join those namespaces with
+//! Every sandbox gets an overlay mount of its image's exported file system and a
+//! network namespace with a veth pair to the host on its own /30. Its init
+//! process is `tini` (shipped with Docker as `docker-init`), which runs in new
+//! mount, PID, UTS and IPC namespaces, chrooted into the overlay. Execs join those namespaces with
 //! `nsenter`. Killing the init process kills every process of the sandbox.
 
 mod command;
